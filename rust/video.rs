@@ -1,0 +1,266 @@
+//! Opening a video and indexing it: the true frame count, each frame's presentation timestamp and
+//! the keyframes, read once by decoding the whole stream (what `ffprobe -count_frames` does).
+//!
+//! Frame `i` is the `i`-th frame the decoder outputs when decoding from the start, which is the
+//! numbering of `ffmpeg -i f -f rawvideo -pix_fmt rgb24 -` (passthrough: no frame is dropped or
+//! duplicated). The decode planner maps frames it decodes after a seek back to these indices
+//! through their timestamps.
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use ffmpeg_next as ffmpeg;
+use ffmpeg::{codec, format, media, Rational};
+
+use crate::error::{ClipError, Result};
+
+static INIT: Once = Once::new();
+
+/// Initialise FFmpeg once per process. FFmpeg's own log is silenced unless `C3D_DISTILL_FFMPEG_LOG`
+/// is set (to `error`, `warning`, `info` or `debug`): our errors carry the cause themselves, and a
+/// data set with a few broken files should not flood the training log.
+pub fn init() {
+    INIT.call_once(|| {
+        let _ = ffmpeg::init();
+        let level = match std::env::var("C3D_DISTILL_FFMPEG_LOG").as_deref() {
+            Ok("debug") => ffmpeg::util::log::Level::Debug,
+            Ok("info") => ffmpeg::util::log::Level::Info,
+            Ok("warning") => ffmpeg::util::log::Level::Warning,
+            Ok("error") => ffmpeg::util::log::Level::Error,
+            _ => ffmpeg::util::log::Level::Quiet,
+        };
+        ffmpeg::util::log::set_level(level);
+    });
+}
+
+/// Demuxers that accept almost any bytes and "decode" them as pictures. A text file would be read by
+/// the ANSI-art demuxer as a video of rendered characters; for a video loader that is a wrong file.
+const REFUSED_DEMUXERS: &[&str] = &["tty"];
+
+/// An opened container with its best video stream selected.
+pub struct Opened {
+    pub input: format::context::Input,
+    pub stream_index: usize,
+    pub time_base: Rational,
+}
+
+/// Open `path` and pick its video stream, with every failure turned into a `ClipError` naming the file.
+pub fn open(path: &Path) -> Result<Opened> {
+    init();
+    if !path.exists() {
+        return Err(ClipError::NotFound { path: path.to_path_buf() });
+    }
+    if path.is_dir() {
+        return Err(ClipError::decode(path, "is a directory, not a video file"));
+    }
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => return Err(ClipError::decode(path, "empty file (0 bytes)")),
+        Err(e) => return Err(ClipError::decode(path, format!("cannot read: {e}"))),
+        _ => {}
+    }
+    let input = format::input(path)
+        .map_err(|e| ClipError::decode(path, format!("not a readable video container ({e})")))?;
+    let demuxer = input.format().name().to_string();
+    if REFUSED_DEMUXERS.contains(&demuxer.as_str()) {
+        return Err(ClipError::decode(path, format!("not a video: FFmpeg recognises it only as '{demuxer}' (text)")));
+    }
+    let stream = input.streams().best(media::Type::Video).ok_or_else(|| {
+        ClipError::decode(path, format!("no video stream (container '{demuxer}' has {} other stream(s))", input.streams().count()))
+    })?;
+    let stream_index = stream.index();
+    let time_base = stream.time_base();
+    Ok(Opened { input, stream_index, time_base })
+}
+
+/// A decoder for the selected stream. `threads` = 1 keeps one clip on one core, which is what the
+/// batch reader wants (it parallelises across clips); 0 lets FFmpeg choose.
+pub fn decoder(path: &Path, opened: &Opened, threads: usize) -> Result<ffmpeg::decoder::Video> {
+    let stream = opened
+        .input
+        .stream(opened.stream_index)
+        .ok_or_else(|| ClipError::decode(path, "video stream vanished"))?;
+    let mut ctx = codec::context::Context::from_parameters(stream.parameters())
+        .map_err(|e| ClipError::decode(path, format!("bad codec parameters ({e})")))?;
+    ctx.set_threading(codec::threading::Config { kind: codec::threading::Type::Frame, count: threads, ..Default::default() });
+    let id = ctx.id();
+    ctx.decoder()
+        .video()
+        .map_err(|e| ClipError::decode(path, format!("no decoder for codec {id:?} ({e})")))
+}
+
+/// What `probe` returns, plus what the decode planner needs (`frame_pts`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VideoIndex {
+    pub path: PathBuf,
+    pub width: u32,
+    pub height: u32,
+    /// Average frame rate from the container (falls back to the stream's base rate, then to the
+    /// frame count over the duration).
+    pub fps: f64,
+    /// Frames that really decode.
+    pub num_frames: usize,
+    /// Seconds.
+    pub duration: f64,
+    /// FFmpeg's short codec name, e.g. "h264", "mpeg4".
+    pub codec: String,
+    /// Indices (presentation order) of the frames that are keyframes.
+    pub keyframes: Vec<usize>,
+    /// Best-effort presentation timestamp of every frame, in the stream's time base, in frame order.
+    pub frame_pts: Vec<i64>,
+    /// The stream's time base as (num, den).
+    pub time_base: (i32, i32),
+}
+
+/// Upper bound on consecutive demux/decode errors before a file is declared unreadable. A corrupt
+/// file can make every read fail; this keeps such a file from spinning.
+const MAX_CONSECUTIVE_ERRORS: usize = 64;
+
+/// Index `path` by decoding every frame once.
+pub fn probe(path: &Path) -> Result<VideoIndex> {
+    let mut opened = open(path)?;
+    let mut dec = decoder(path, &opened, 0)?;
+    let codec = dec.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{:?}", dec.id()).to_lowercase());
+
+    let mut frame = ffmpeg::frame::Video::empty();
+    let mut frame_pts: Vec<i64> = Vec::new();
+    let mut key_flags: Vec<bool> = Vec::new();
+    let mut width = 0u32;
+    let mut height = 0u32;
+    let mut errors = 0usize;
+    let mut last_error = String::new();
+
+    let mut drain = |dec: &mut ffmpeg::decoder::Video, frame_pts: &mut Vec<i64>, key_flags: &mut Vec<bool>| {
+        while dec.receive_frame(&mut frame).is_ok() {
+            // Frames without any timestamp get the next integer after the previous one, so that the
+            // index stays strictly ordered.
+            let ts = frame.timestamp().unwrap_or_else(|| frame_pts.last().map_or(0, |p| p + 1));
+            frame_pts.push(ts);
+            key_flags.push(frame.is_key());
+            if width == 0 {
+                width = frame.width();
+                height = frame.height();
+            }
+        }
+    };
+
+    let mut packet = ffmpeg::Packet::empty();
+    loop {
+        match packet.read(&mut opened.input) {
+            Ok(()) => {
+                if packet.stream() != opened.stream_index {
+                    continue;
+                }
+                match dec.send_packet(&packet) {
+                    Ok(()) => errors = 0,
+                    Err(e) => {
+                        errors += 1;
+                        last_error = format!("decode error: {e}");
+                    }
+                }
+                drain(&mut dec, &mut frame_pts, &mut key_flags);
+            }
+            Err(ffmpeg::Error::Eof) => break,
+            Err(e) => {
+                errors += 1;
+                last_error = format!("read error: {e}");
+                if !matches!(e, ffmpeg::Error::InvalidData) {
+                    break; // I/O errors are sticky in FFmpeg: retrying would spin.
+                }
+            }
+        }
+        if errors >= MAX_CONSECUTIVE_ERRORS {
+            break;
+        }
+    }
+    let _ = dec.send_eof();
+    drain(&mut dec, &mut frame_pts, &mut key_flags);
+
+    if frame_pts.is_empty() {
+        let why = if last_error.is_empty() { "no frame could be decoded".to_string() } else { format!("no frame could be decoded ({last_error})") };
+        return Err(ClipError::decode(path, why));
+    }
+
+    // Presentation order is the decoder's output order; timestamps must increase along it for the
+    // planner's binary search. Repair the rare non-monotonic stream by forcing strict increase.
+    for i in 1..frame_pts.len() {
+        if frame_pts[i] <= frame_pts[i - 1] {
+            frame_pts[i] = frame_pts[i - 1] + 1;
+        }
+    }
+
+    let stream = opened.input.stream(opened.stream_index).expect("stream index checked in open()");
+    let tb = opened.time_base;
+    let num_frames = frame_pts.len();
+    let rate = |r: Rational| if r.numerator() > 0 && r.denominator() > 0 { Some(f64::from(r)) } else { None };
+    let stream_duration = if stream.duration() > 0 && tb.denominator() > 0 { Some(stream.duration() as f64 * f64::from(tb)) } else { None };
+    let container_duration = if opened.input.duration() > 0 { Some(opened.input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)) } else { None };
+    let duration_hdr = stream_duration.or(container_duration);
+    let fps = rate(stream.avg_frame_rate())
+        .or_else(|| rate(stream.rate()))
+        .or_else(|| duration_hdr.filter(|d| *d > 0.0).map(|d| num_frames as f64 / d))
+        .unwrap_or(0.0);
+    let duration = duration_hdr.unwrap_or_else(|| if fps > 0.0 { num_frames as f64 / fps } else { 0.0 });
+    let mut keyframes: Vec<usize> = key_flags.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+    if keyframes.first() != Some(&0) {
+        // The first decodable frame is where decoding starts from; treat it as a seek point.
+        keyframes.insert(0, 0);
+    }
+
+    Ok(VideoIndex {
+        path: path.to_path_buf(),
+        width,
+        height,
+        fps,
+        num_frames,
+        duration,
+        codec,
+        keyframes,
+        frame_pts,
+        time_base: (tb.numerator(), tb.denominator()),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::process::Command;
+
+    /// Encode a test pattern with the ffmpeg command into a temp folder (shared by the crate's tests).
+    pub(crate) fn make_video(name: &str, args: &[&str]) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("c3d_distill_rust_tests_{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        if !path.exists() {
+            let status = Command::new("ffmpeg")
+                .args(["-y", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+                .args(args)
+                .arg(&path)
+                .status()
+                .expect("the ffmpeg command is needed by the tests (make install provides it)");
+            assert!(status.success());
+        }
+        path
+    }
+
+    #[test]
+    fn probe_counts_frames_and_keyframes() {
+        let path = make_video("probe_h264.mp4", &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"]);
+        let idx = probe(&path).unwrap();
+        assert_eq!(idx.num_frames, 40);
+        assert_eq!((idx.width, idx.height), (320, 240));
+        assert_eq!(idx.keyframes, vec![0, 10, 20, 30]);
+        assert_eq!(idx.codec, "h264");
+        assert!((idx.fps - 25.0).abs() < 1e-9);
+        assert!(idx.frame_pts.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn missing_and_garbage_files_are_errors() {
+        assert!(matches!(probe(Path::new("/definitely/not/here.mp4")), Err(ClipError::NotFound { .. })));
+        let junk = std::env::temp_dir().join(format!("c3d_junk_{}.avi", std::process::id()));
+        std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
+        let err = probe(&junk).unwrap_err();
+        assert!(matches!(err, ClipError::Decode { .. }));
+        assert!(err.to_string().contains("c3d_junk_"));
+        std::fs::remove_file(junk).unwrap();
+    }
+}

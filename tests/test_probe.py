@@ -1,0 +1,81 @@
+"""probe(): agrees with `ffprobe -count_frames`, and every broken file raises the documented error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import videogen
+
+import c3d_distill
+from c3d_distill.data import VideoDecodeError, probe
+
+
+@pytest.mark.parametrize("name", ["h264_mp4", "mpeg4_avi", "five_frames"])
+def test_probe_agrees_with_ffprobe(request, name):
+    path = request.getfixturevalue(name)
+    info = probe(path)
+    ref = videogen.ffprobe_count(path)
+    assert info["num_frames"] == int(ref["nb_read_frames"])
+    assert (info["width"], info["height"]) == (int(ref["width"]), int(ref["height"]))
+    assert info["codec"] == ref["codec_name"]
+    num, den = map(int, ref["avg_frame_rate"].split("/"))
+    assert info["fps"] == pytest.approx(num / den)
+    assert info["duration"] == pytest.approx(info["num_frames"] / info["fps"], rel=0.05)
+    assert info["path"] == str(path)
+
+
+def test_keyframes_follow_the_gop(h264_mp4, mpeg4_avi, five_frames):
+    assert probe(h264_mp4)["keyframes"] == [0, 12, 24, 36, 48]
+    assert probe(mpeg4_avi)["keyframes"] == [0, 12, 24, 36, 48]
+    assert probe(five_frames)["keyframes"] == [0]
+
+
+def test_num_frames_is_decoded_not_declared(video_dir):
+    # A file cut short: the header still declares the full length, but fewer frames decode.
+    full = videogen.encode(video_dir / "to_cut.avi", codec="mpeg4", frames=100, gop=10, extra=["-q:v", "4"])
+    cut = video_dir / "cut.avi"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size * 6 // 10])
+    info = probe(cut)
+    assert info["num_frames"] == int(videogen.ffprobe_count(cut)["nb_read_frames"])
+    assert 0 < info["num_frames"] < 100
+
+
+def test_missing_file_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError) as exc:
+        probe(tmp_path / "nope.mp4")
+    assert "nope.mp4" in str(exc.value)
+
+
+def test_video_decode_error_is_a_runtime_error():
+    assert issubclass(VideoDecodeError, RuntimeError)
+    assert c3d_distill.VideoDecodeError is VideoDecodeError
+
+
+_CHILD = """
+import json, sys
+from c3d_distill.data import probe, VideoDecodeError
+try:
+    probe(sys.argv[1]); print(json.dumps({"type": "ok"}))
+except Exception as e:
+    print(json.dumps({"type": type(e).__name__, "msg": str(e)}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["empty", "random", "text", "text_as_mp4", "audio_only", "headless"])
+def test_broken_files_raise_video_decode_error(broken, kind):
+    # In a child process: a crash there fails this test instead of killing the test run.
+    path = broken[kind]
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"child crashed ({proc.returncode}): {proc.stderr[-2000:]}"
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["type"] == "VideoDecodeError", out
+    assert str(path) in out["msg"]
+    assert len(out["msg"]) > len(str(path)) + 5  # a cause follows the name
+
+
+def test_directory_is_not_a_video(tmp_path):
+    with pytest.raises(VideoDecodeError, match="directory"):
+        probe(tmp_path)

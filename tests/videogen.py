@@ -1,0 +1,90 @@
+"""Test videos made on the spot with the ``ffmpeg`` command, and the ``ffmpeg`` command as the oracle
+for what frame i looks like. Nothing here is committed as a binary."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
+FFPROBE = shutil.which("ffprobe") or "ffprobe"
+
+
+def encode(
+    path: str | os.PathLike,
+    *,
+    codec: str = "libx264",
+    size: tuple[int, int] = (320, 240),
+    frames: int = 60,
+    fps: float = 25,
+    gop: int | None = 12,
+    bframes: int | None = None,
+    pix_fmt: str = "yuv420p",
+    source: str = "testsrc2",
+    extra: list[str] | None = None,
+) -> Path:
+    """Encode ``frames`` frames of an FFmpeg test pattern (size is (width, height))."""
+    path = Path(path)
+    w, h = size
+    cmd = [FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", f"{source}=size={w}x{h}:rate={fps}",
+           "-frames:v", str(frames), "-c:v", codec, "-pix_fmt", pix_fmt]
+    if gop is not None:
+        cmd += ["-g", str(gop)]
+    if bframes is not None:
+        cmd += ["-bf", str(bframes)]
+    cmd += list(extra or [])
+    cmd.append(str(path))
+    subprocess.run(cmd, check=True)
+    return path
+
+
+def ffprobe_count(path: str | os.PathLike) -> dict:
+    """What ``ffprobe -count_frames`` says about the first video stream."""
+    out = subprocess.run(
+        [FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+         "stream=width,height,nb_read_frames,codec_name,avg_frame_rate", "-of", "json", str(path)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return json.loads(out)["streams"][0]
+
+
+def ffmpeg_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """All frames as ``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them: (N, H, W, 3) uint8.
+    ``size`` = (height, width) scales with FFmpeg's default (bicubic) scaler."""
+    info = ffprobe_count(path)
+    w, h = int(info["width"]), int(info["height"])
+    cmd = [FFMPEG, "-v", "error", "-i", str(path)]
+    if size is not None:
+        h, w = size
+        cmd += ["-vf", f"scale={w}:{h}"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def broken_files(folder: str | os.PathLike, good_mp4: Path) -> dict[str, Path]:
+    """Files that must raise VideoDecodeError, by name: empty, random bytes, text, no video stream,
+    an MP4 whose header (the start of the file) is gone."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    out["empty"] = folder / "empty.mp4"
+    out["empty"].write_bytes(b"")
+    out["random"] = folder / "random.avi"
+    out["random"].write_bytes(np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    out["text"] = folder / "notes.txt"
+    out["text"].write_text("this is not a video\n" * 200)
+    out["text_as_mp4"] = folder / "notes.mp4"
+    out["text_as_mp4"].write_text("this is not a video either\n" * 200)
+    out["audio_only"] = folder / "audio.m4a"
+    subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=1",
+                    "-c:a", "aac", str(out["audio_only"])], check=True)
+    data = good_mp4.read_bytes()
+    out["headless"] = folder / "headless.mp4"
+    out["headless"].write_bytes(data[len(data) // 2:])
+    return out
