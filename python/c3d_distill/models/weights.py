@@ -158,18 +158,14 @@ def load_c3d_weights(model: nn.Module, path_or_state_dict) -> LoadReport:
             own[k].copy_(v)
     report.loaded = list(to_copy)
     report.missing = [k for k in own if k not in to_copy]
-    fc8_notes = [k for k in report.skipped if k.startswith("fc8.")] + [
-        k for k in report.missing if k.startswith("fc8.")
-    ]
-    if fc8_notes:
-        warnings.warn(
-            f"{source}: fc8 not loaded ({', '.join(fc8_notes)}): "
-            + (
-                "class count differs"
-                if any(k.startswith("fc8.") for k in report.skipped)
-                else "not in checkpoint"
+    if model.num_classes is not None:
+        differs = [k for k in report.skipped if k.startswith("fc8.")]
+        absent = [k for k in report.missing if k.startswith("fc8.") and k not in differs]
+        if differs or absent:
+            why = "class count differs" if differs else "not in checkpoint"
+            warnings.warn(
+                f"{source}: fc8 not loaded ({', '.join(differs or absent)}): {why}; "
+                "the classifier keeps its initialisation",
+                stacklevel=2,
             )
-            + "; the classifier keeps its initialisation",
-            stacklevel=2,
-        )
     return report
