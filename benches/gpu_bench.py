@@ -1,0 +1,350 @@
+"""GPU figures (issue 10): the run as it would go on a real accelerator.
+
+Measured side by side in one process on one card, written to ``benches/results/gpu/gpu.json`` (and a
+markdown table to ``gpu.md``):
+
+1. inference clips/s of every model at batch 32, 16×112×112, bf16 autocast: plain layers vs the fast
+   paths, channels-last, with and without ``torch.compile``;
+2. training-step clips/s (forward, loss, backward, SGD step) for the teacher and for feature
+   distillation of mc4 and sp (frozen teacher in the same step);
+3. ``read_clips`` clips/s with 4, 8 and 16 threads on the "ucf" workload, against what one training
+   step consumes: how many cores keep one GPU fed;
+4. a short full-size distillation of mc4 from a randomly initialised teacher on the synthetic set,
+   fed by ClipLoader, to show the full-size path runs end to end on CUDA.
+
+``--smoke`` runs every section on the CPU at a tiny width with one iteration, to check the script
+before spending device time. Every section records its own error instead of ending the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from c3d_distill.models import count_macs, create_model
+
+MODELS = ["c3d", "sp", "sp_bn", "mc3", "mc4", "mc5"]
+
+
+class Clock:
+    """Wall-clock budget for the whole run: sections that would overrun are skipped, and say so."""
+
+    def __init__(self, budget_s: float):
+        self.t0 = time.perf_counter()
+        self.budget = budget_s
+
+    def left(self) -> float:
+        return self.budget - (time.perf_counter() - self.t0)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device, *, warmup: int, iters: int, repeats: int) -> float:
+    """Median seconds per call of ``fn`` over ``repeats`` runs of ``iters`` calls, after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(iters):
+            fn()
+        sync(device)
+        runs.append((time.perf_counter() - t) / iters)
+    return statistics.median(runs)
+
+
+def autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+def to_format(model: torch.nn.Module, x: torch.Tensor, channels_last: bool):
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return model, x
+
+
+def bench_inference(args, device, clock, rows, errors):
+    shape = (args.batch, 3, args.frames, args.size, args.size)
+    x0 = torch.randn(shape, device=device)
+    variants = [
+        ("plain", False, False, False),
+        ("plain+cl", False, True, False),
+        ("fast", True, False, False),
+        ("fast+cl", True, True, False),
+        ("fast+compile", True, False, True),
+    ]
+    if args.no_compile:
+        variants = [v for v in variants if not v[3]]
+    for name in MODELS:
+        for label, fast, cl, compile_ in variants:
+            if clock.left() < (60 if compile_ else 10):
+                rows.append({"section": "inference", "model": name, "variant": label, "skipped": "time budget"})
+                continue
+            try:
+                model = create_model(name, width=args.width, frames=args.frames, size=args.size, fast=fast)
+                model = model.to(device).eval()
+                model, x = to_format(model, x0, cl)
+                fn_model = torch.compile(model) if compile_ else model
+                t_compile = time.perf_counter()
+
+                def step(fn_model=fn_model, x=x):
+                    with torch.inference_mode(), autocast(device):
+                        fn_model(x)
+
+                step()
+                sync(device)
+                t_compile = time.perf_counter() - t_compile
+                s = timed(step, device, warmup=args.warmup, iters=args.iters, repeats=args.repeats)
+                macs = count_macs(model, (1, *shape[1:]))
+                rows.append({
+                    "section": "inference", "model": name, "variant": label, "batch": args.batch,
+                    "clips_per_s": args.batch / s, "ms_per_batch": s * 1e3,
+                    "tflops": 2 * macs * args.batch / s / 1e12, "gmacs_per_clip": macs / 1e9,
+                    "first_call_s": t_compile,
+                })
+                print(f"inference {name:6s} {label:13s} {args.batch / s:9.1f} clips/s", flush=True)
+                del model, fn_model
+            except Exception as exc:  # record and go on: one failure must not cost the other figures
+                errors.append({"section": "inference", "model": name, "variant": label, "error": repr(exc),
+                               "trace": traceback.format_exc()[-2000:]})
+                print(f"inference {name} {label} FAILED: {exc!r}", flush=True)
+            finally:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+def bench_train_steps(args, device, clock, rows, errors):
+    shape = (args.train_batch, 3, args.frames, args.size, args.size)
+    x = torch.randn(shape, device=device)
+    y = torch.randint(0, args.classes, (args.train_batch,), device=device)
+    cases = [("c3d", None), ("mc4", "feature"), ("sp", "feature"), ("mc4", "kd")]
+    for student_name, mode in cases:
+        label = "train c3d (CE)" if mode is None else f"distill {student_name} ({mode})"
+        if clock.left() < 20:
+            rows.append({"section": "train_step", "case": label, "skipped": "time budget"})
+            continue
+        try:
+            kw = dict(width=args.width, frames=args.frames, size=args.size)
+            student = create_model(student_name, args.classes, **kw).to(device).train()
+            opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
+            teacher = None
+            if mode is not None:
+                teacher = create_model("c3d", args.classes, **kw).to(device).eval().requires_grad_(False)
+
+            def step(student=student, teacher=teacher, opt=opt, mode=mode):
+                with autocast(device):
+                    if teacher is None:
+                        loss = F.cross_entropy(student(x), y)
+                    elif mode == "feature":
+                        with torch.no_grad():
+                            t_feat = teacher.features(x)
+                        loss = F.mse_loss(student.features(x).float(), t_feat.float())
+                    else:
+                        with torch.no_grad():
+                            t_logits = teacher(x)
+                        s_logits = student(x)
+                        kd = F.kl_div(F.log_softmax(s_logits.float() / 4, 1), F.log_softmax(t_logits.float() / 4, 1),
+                                      reduction="batchmean", log_target=True) * 16
+                        loss = 0.9 * kd + 0.1 * F.cross_entropy(s_logits.float(), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+            s = timed(step, device, warmup=args.warmup, iters=args.iters, repeats=args.repeats)
+            rows.append({"section": "train_step", "case": label, "batch": args.train_batch,
+                         "clips_per_s": args.train_batch / s, "ms_per_step": s * 1e3})
+            print(f"train step {label:24s} {args.train_batch / s:9.1f} clips/s", flush=True)
+            del student, teacher, opt
+        except Exception as exc:
+            errors.append({"section": "train_step", "case": label, "error": repr(exc),
+                           "trace": traceback.format_exc()[-2000:]})
+            print(f"train step {label} FAILED: {exc!r}", flush=True)
+        finally:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def bench_read_clips(args, clock, rows, errors):
+    from c3d_distill.data import probe, random_clip, read_clips
+
+    videos = sorted(glob.glob(os.path.join(args.ucf_dir, "*.avi")))
+    if not videos:
+        errors.append({"section": "read_clips", "error": f"no .avi files in {args.ucf_dir}"})
+        return
+    lengths = {v: probe(v)["num_frames"] for v in videos}
+    import random
+
+    rng = random.Random(0)
+    clip_sets = [
+        [(v, random_clip(lengths[v], 16, seed=rng.randrange(2**31))) for v in rng.choices(videos, k=16)]
+        for _ in range(args.read_batches)
+    ]
+    kw = dict(size=(128, 171), crop=112, layout="NCTHW", dtype="float32",
+              mean=(0.43216, 0.394666, 0.37645), std=(0.22803, 0.22145, 0.216989))
+    cores = os.cpu_count() or 1
+    for threads in args.threads:
+        if threads > cores:
+            rows.append({"section": "read_clips", "threads": threads, "skipped": f"only {cores} cores"})
+            continue
+        if clock.left() < 15:
+            rows.append({"section": "read_clips", "threads": threads, "skipped": "time budget"})
+            continue
+        try:
+            read_clips(clip_sets[0], threads=threads, **kw)  # warm the index cache and the pool
+            times = []
+            for _ in range(args.repeats):
+                t = time.perf_counter()
+                for clips in clip_sets:
+                    read_clips(clips, threads=threads, **kw)
+                times.append(time.perf_counter() - t)
+            s = statistics.median(times)
+            n = 16 * len(clip_sets)
+            rows.append({"section": "read_clips", "threads": threads, "clips_per_s": n / s,
+                         "clips_per_s_per_thread": n / s / threads})
+            print(f"read_clips threads={threads:2d} {n / s:9.1f} clips/s", flush=True)
+        except Exception as exc:
+            errors.append({"section": "read_clips", "threads": threads, "error": repr(exc),
+                           "trace": traceback.format_exc()[-2000:]})
+            print(f"read_clips threads={threads} FAILED: {exc!r}", flush=True)
+
+
+def run_distill(args, device, clock, rows, errors, out_dir: Path):
+    """A short full-size distillation through the real command line (c3d-distill distill)."""
+    if clock.left() < 60:
+        rows.append({"section": "distill_run", "skipped": "time budget"})
+        return
+    try:
+        from c3d_distill.cli import main as cli_main
+        from c3d_distill.train.checkpoint import save_checkpoint  # noqa: F401  (the run's own format)
+
+        run_dir = out_dir / "distill_mc4"
+        teacher_ckpt = out_dir / "random_teacher.pt"
+        kw = dict(width=args.width, frames=args.frames, size=args.size)
+        torch.manual_seed(0)
+        teacher = create_model("c3d", args.classes, **kw)
+        torch.save({"model": teacher.state_dict(), "config": {"model": "c3d", "num_classes": args.classes, **kw}},
+                   teacher_ckpt)
+        argv = ["distill", "--teacher", str(teacher_ckpt), "--student", "mc4", "--init", "transfer",
+                "--loss", "feature", "--data", f"synth:{args.synth_dir}", "--out", str(run_dir),
+                "--epochs", str(args.distill_epochs), "--batch-size", str(args.train_batch),
+                "--device", device.type, "--width", str(args.width)]
+        if device.type == "cuda":
+            argv.append("--amp")
+        t = time.perf_counter()
+        rc = cli_main(argv)
+        wall = time.perf_counter() - t
+        metrics = []
+        mpath = run_dir / "metrics.jsonl"
+        if mpath.exists():
+            metrics = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
+        rows.append({"section": "distill_run", "rc": rc, "wall_s": wall, "argv": argv, "metrics": metrics})
+        print(f"distill run rc={rc} in {wall:.0f} s; {len(metrics)} metric rows", flush=True)
+    except Exception as exc:
+        errors.append({"section": "distill_run", "error": repr(exc), "trace": traceback.format_exc()[-3000:]})
+        print(f"distill run FAILED: {exc!r}", flush=True)
+
+
+def table(rows) -> str:
+    out = []
+    inf = [r for r in rows if r["section"] == "inference" and "clips_per_s" in r]
+    if inf:
+        variants = list(dict.fromkeys(r["variant"] for r in inf))
+        out += ["| model | " + " | ".join(variants) + " | best TFLOP/s |", "|---" * (len(variants) + 2) + "|"]
+        for m in MODELS:
+            by = {r["variant"]: r for r in inf if r["model"] == m}
+            if not by:
+                continue
+            cells = [f"{by[v]['clips_per_s']:.0f}" if v in by else "–" for v in variants]
+            best = max(r["tflops"] for r in by.values())
+            out.append(f"| {m} | " + " | ".join(cells) + f" | {best:.0f} |")
+        out.append("")
+    tr = [r for r in rows if r["section"] == "train_step" and "clips_per_s" in r]
+    if tr:
+        out += ["| training step | clips/s | ms/step |", "|---|---|---|"]
+        out += [f"| {r['case']} | {r['clips_per_s']:.0f} | {r['ms_per_step']:.1f} |" for r in tr]
+        out.append("")
+    rc = [r for r in rows if r["section"] == "read_clips" and "clips_per_s" in r]
+    if rc:
+        out += ["| read_clips threads | clips/s | clips/s per thread |", "|---|---|---|"]
+        out += [f"| {r['threads']} | {r['clips_per_s']:.0f} | {r['clips_per_s_per_thread']:.1f} |" for r in rc]
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="benches/results/gpu")
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run to check the script")
+    p.add_argument("--budget", type=float, default=420, help="seconds for the whole run")
+    p.add_argument("--ucf-dir", default="gpu_bundle/ucf")
+    p.add_argument("--synth-dir", default="gpu_bundle/synth")
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--sections", default="inference,train,read,distill")
+    args = p.parse_args(argv)
+
+    args.width, args.frames, args.size, args.classes = 1.0, 16, 112, 10
+    args.batch, args.train_batch = 32, 32
+    args.warmup, args.iters, args.repeats = 3, 10, 3
+    args.threads, args.read_batches, args.distill_epochs = [4, 8, 16], 8, 30
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if args.smoke:
+        device = torch.device("cpu")
+        args.width, args.batch, args.train_batch = 1 / 16, 2, 2
+        args.warmup, args.iters, args.repeats = 1, 1, 1
+        args.threads, args.read_batches, args.distill_epochs = [1, 2], 1, 1
+        args.no_compile = True
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clock = Clock(args.budget)
+    rows: list[dict] = []
+    errors: list[dict] = []
+    sections = set(args.sections.split(","))
+    if "inference" in sections:
+        bench_inference(args, device, clock, rows, errors)
+    if "train" in sections:
+        bench_train_steps(args, device, clock, rows, errors)
+    if "read" in sections:
+        bench_read_clips(args, clock, rows, errors)
+    if "distill" in sections:
+        run_distill(args, device, clock, rows, errors, out_dir)
+
+    env = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "cuda": torch.version.cuda, "python": sys.version.split()[0],
+        "cpu_count": os.cpu_count(), "smoke": args.smoke, "dtype": "bf16 autocast" if device.type == "cuda" else "fp32",
+        "input": [3, args.frames, args.size, args.size], "width": args.width,
+    }
+    (out_dir / "gpu.json").write_text(json.dumps({"env": env, "rows": rows, "errors": errors}, indent=1))
+    md = f"Card: {env['device']}, torch {env['torch']} (CUDA {env['cuda']}), {env['dtype']}\n\n" + table(rows)
+    (out_dir / "gpu.md").write_text(md)
+    print(md)
+    if errors:
+        print(f"{len(errors)} section(s) failed; see gpu.json", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
