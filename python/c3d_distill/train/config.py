@@ -1,0 +1,171 @@
+"""One run's settings: a flat dataclass written to ``RUN_DIR/config.json`` and stored in every checkpoint,
+so a run can be resumed, evaluated or reported from its folder alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODES = ("train", "distill")
+LOSSES = ("ce", "feature", "kd", "feature+kd")
+INITS = ("transfer", "random")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step", "constant")
+
+# Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB).
+DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
+DEFAULT_STD = (0.22803, 0.22145, 0.216989)
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides what a run computes. ``resize`` follows C3D's 128×171 for a 112 crop and
+    scales with ``size`` (the crop) when left at ``None``."""
+
+    mode: str = "train"
+    model: str = "c3d"  # the trained network: the teacher in "train", the student in "distill"
+    data: str = ""
+    out: str = ""
+    train_split: str = "train"
+    test_split: str = "test"
+    num_classes: int | None = None  # taken from the data set when None
+    # model shape
+    width: float = 1.0
+    frames: int = 16
+    size: int = 112
+    resize: tuple[int, int] | None = None
+    dropout: float = 0.5
+    fast: bool = True
+    # distillation
+    teacher: str | None = None
+    init: str = "transfer"
+    loss: str = "ce"
+    hints: bool = False
+    hint_weight: float = 1.0
+    temperature: float = 4.0
+    alpha: float = 0.9
+    teacher_cache: bool = False
+    # sampling
+    stride: int = 1
+    clips_per_video: int = 1
+    crop_mode: str = "random"
+    flip: bool = True
+    eval_clips: int = 1  # uniformly spaced clips per test video during training (curves)
+    final_eval_clips: int = 10  # clips per video for the final video accuracy
+    mean: tuple[float, float, float] = DEFAULT_MEAN
+    std: tuple[float, float, float] = DEFAULT_STD
+    # optimisation
+    epochs: int = 10
+    batch_size: int = 16
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 0.0
+    step_epochs: int = 4
+    gamma: float = 0.1
+    clip_grad: float | None = None
+    # execution
+    device: str = "cpu"
+    amp: bool = False  # bf16 autocast (CUDA); ignored on the CPU
+    compile: bool = False
+    channels_last: bool = True  # on CUDA only
+    seed: int = 0
+    threads: int | None = None  # decode threads of the loader
+    prefetch: int = 2
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> RunConfig:
+        """Raise ``ValueError`` naming the option for settings that cannot work together."""
+
+        def bad(name: str, why: str) -> None:
+            raise ValueError(f"--{name.replace('_', '-')}: {why}")
+
+        if self.mode not in MODES:
+            bad("mode", f"{self.mode!r} is not one of {MODES}")
+        if self.loss not in LOSSES:
+            bad("loss", f"{self.loss!r} is not one of {LOSSES}")
+        if self.init not in INITS:
+            bad("init", f"{self.init!r} is not one of {INITS}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
+        if self.schedule not in SCHEDULES:
+            bad("schedule", f"{self.schedule!r} is not one of {SCHEDULES}")
+        if self.mode == "train" and self.loss != "ce":
+            bad("loss", "plain training uses cross-entropy; use `distill` for feature/kd losses")
+        if self.mode == "distill":
+            if not self.teacher:
+                bad("teacher", "distillation needs a teacher run folder or checkpoint")
+            if self.loss == "ce":
+                bad("loss", "distillation needs feature, kd or feature+kd")
+        if self.teacher_cache and self.hints:
+            bad("teacher_cache", "cannot be combined with --hints (stage activations are not cached)")
+        if self.teacher_cache and (self.crop_mode != "center" or self.flip):
+            bad("teacher_cache", "needs deterministic crops (--crop-mode center --no-flip): the cache key is "
+                "(video, frame indices, crop)")
+        for name in ("epochs", "batch_size", "frames", "size", "clips_per_video", "eval_clips",
+                     "final_eval_clips", "stride"):
+            if int(getattr(self, name)) < 1:
+                bad(name, f"must be at least 1, got {getattr(self, name)}")
+        if self.width <= 0:
+            bad("width", f"must be positive, got {self.width}")
+        if self.lr <= 0:
+            bad("lr", f"must be positive, got {self.lr}")
+        if not 0.0 <= self.alpha <= 1.0:
+            bad("alpha", f"must be in [0, 1], got {self.alpha}")
+        if self.temperature <= 0:
+            bad("temperature", f"must be positive, got {self.temperature}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            bad("clip_grad", f"must be positive, got {self.clip_grad}")
+        if self.crop_mode not in ("center", "random"):
+            bad("crop_mode", f"{self.crop_mode!r} is not center or random")
+        return self
+
+    @property
+    def resize_hw(self) -> tuple[int, int]:
+        if self.resize is not None:
+            return (int(self.resize[0]), int(self.resize[1]))
+        return (round(self.size * 128 / 112), round(self.size * 171 / 112))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        d = dict(d)
+        for k in ("resize", "mean", "std"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path}: not a readable run config ({exc})") from exc
+        return cls.from_dict(d)
+
+    def model_meta(self, num_classes: int) -> dict[str, Any]:
+        """What ``create_model`` needs to rebuild the trained network (stored in checkpoints)."""
+        return {"name": self.model, "num_classes": int(num_classes), "width": float(self.width),
+                "frames": int(self.frames), "size": int(self.size), "dropout": float(self.dropout)}

@@ -1,0 +1,138 @@
+"""``c3d-distill demo``: the whole study on the embedded synthetic set.
+
+1. the synthetic action set (cached in ``OUT/data/synth``),
+2. a C3D teacher trained from scratch (``OUT/runs/teacher_c3d``),
+3. each student (mc4, sp, sp_bn) distilled from the teacher twice: initialised by weight transfer, and from
+   random init with the same loss and budget (``OUT/runs/<student>_<init>``),
+4. evaluation (clip and video accuracy, feature error) and the report (``OUT/report``).
+
+Finished runs are reused (their ``eval.json`` exists and their settings match), so an interrupted demo
+continues where it stopped; ``--fresh`` redoes them. Presets: ``tiny`` fits a 2-core CPU in minutes;
+``full`` is the paper-sized models (16×112×112, width 1) for a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {
+        "synth": {"classes": 10, "videos_per_class": 40, "seed": 0},
+        "shape": {"width": 0.125, "frames": 16, "size": 32},
+        "common": {"batch_size": 16, "optimizer": "adamw", "weight_decay": 1e-4, "schedule": "cosine",
+                   "warmup_epochs": 0.5, "clip_grad": 5.0, "eval_clips": 2, "final_eval_clips": 10, "dropout": 0.3},
+        "teacher": {"epochs": 14, "lr": 2e-3},
+        "student": {"epochs": 5, "lr": 1e-3, "loss": "feature"},
+    },
+    "full": {
+        "synth": {"classes": 10, "videos_per_class": 40, "seed": 0},
+        "shape": {"width": 1.0, "frames": 16, "size": 112},
+        "common": {"batch_size": 32, "optimizer": "sgd", "weight_decay": 5e-4, "schedule": "cosine",
+                   "warmup_epochs": 1.0, "clip_grad": 5.0, "eval_clips": 2, "final_eval_clips": 10, "dropout": 0.5,
+                   "amp": True},
+        "teacher": {"epochs": 30, "lr": 0.01},
+        "student": {"epochs": 10, "lr": 0.003, "loss": "feature"},
+    },
+}
+STUDENTS = ("mc4", "sp", "sp_bn")
+INITS = ("transfer", "random")
+
+
+def _finished(run_dir: Path, cfg: RunConfig) -> bool:
+    ev, conf = run_dir / "eval.json", run_dir / "config.json"
+    if not (ev.exists() and conf.exists()):
+        return False
+    old = RunConfig.load(conf).to_dict()
+    new = cfg.to_dict()
+    ignore = {"device", "progress", "threads", "prefetch", "extra", "width", "frames", "size", "num_classes"}
+    return all(old.get(k) == v for k, v in new.items() if k not in ignore)
+
+
+def demo_configs(out: Path, data: str, preset: str, *, device: str, students=STUDENTS,
+                 teacher_epochs: int | None = None, student_epochs: int | None = None,
+                 progress: bool = True) -> tuple[RunConfig, list[RunConfig]]:
+    """The teacher's and the students' run configs for ``preset``."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    runs = out / "runs"
+    common = dict(data=data, device=device, progress=progress, **p["shape"], **p["common"])
+    if device == "cpu":
+        common.pop("amp", None)
+    t = dict(p["teacher"])
+    if teacher_epochs is not None:
+        t["epochs"] = teacher_epochs
+    teacher = RunConfig(mode="train", model="c3d", out=str(runs / "teacher_c3d"), **common, **t)
+    s = dict(p["student"])
+    if student_epochs is not None:
+        s["epochs"] = student_epochs
+    studs = [RunConfig(mode="distill", model=name, init=init, teacher=teacher.out,
+                       out=str(runs / f"{name}_{init}"), **common, **s)
+             for name in students for init in INITS]
+    return teacher, studs
+
+
+def run_demo(out: str | Path = "runs/demo", *, device: str = "cpu", preset: str = "tiny", data: str | None = None,
+             students: list[str] | None = None, teacher_epochs: int | None = None,
+             student_epochs: int | None = None, fresh: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the demo; returns ``{"rows": table rows, "times": seconds per step, "report": folder}``."""
+    from .report import find_runs, markdown_table, table_rows, write_report
+    from .run import run
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_all = time.perf_counter()
+    times: dict[str, float] = {}
+    if data is None:
+        from ..datasets import make_synthetic
+
+        t0 = time.perf_counter()
+        synth = make_synthetic(out / "data" / "synth", progress=progress, **PRESETS[preset]["synth"])
+        times["data"] = time.perf_counter() - t0
+        data = f"synth:{synth}"
+    teacher, studs = demo_configs(out, data, preset, device=device, students=students or STUDENTS,
+                                  teacher_epochs=teacher_epochs, student_epochs=student_epochs, progress=progress)
+    for cfg in [teacher, *studs]:
+        run_dir = Path(cfg.out)
+        name = run_dir.name
+        if fresh and run_dir.exists() and cfg is teacher:
+            # A new teacher makes every student stale too.
+            shutil.rmtree(out / "runs")
+        elif fresh and run_dir.exists():
+            shutil.rmtree(run_dir)
+        if _finished(run_dir, cfg):
+            print(f"{name}: finished earlier, reusing {run_dir}")
+            continue
+        if run_dir.exists() and (run_dir / "config.json").exists() and not (run_dir / "checkpoint.pt").exists():
+            shutil.rmtree(run_dir)
+        t0 = time.perf_counter()
+        print(f"{name}: {cfg.mode} {cfg.model}" + (f" ({cfg.init}, {cfg.loss})" if cfg.mode == "distill" else ""),
+              flush=True)
+        try:
+            res = run(cfg, resume=True)
+        except ValueError as exc:
+            if "--resume" not in str(exc):
+                raise
+            # A leftover run made with other settings (an older preset): start it again.
+            shutil.rmtree(run_dir)
+            res = run(cfg, resume=True)
+        times[name] = time.perf_counter() - t0
+        print(f"{name}: clip acc {res.get('final_top1', float('nan')):.3f}, video acc "
+              f"{res.get('final_video_acc', float('nan')):.3f} ({times[name]:.0f} s)", flush=True)
+    report_dir = out / "report"
+    write_report([out / "runs"], report_dir)
+    rows = table_rows(find_runs([out / "runs"]))
+    times["total"] = time.perf_counter() - t_all
+    summary = {"preset": preset, "device": device, "data": data, "times_s": times, "rows": rows,
+               "report": str(report_dir)}
+    (out / "demo.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print()
+    print(markdown_table(rows))
+    print(f"report: {report_dir} (table.md, table.json, *.png); total {times['total']:.0f} s")
+    return summary

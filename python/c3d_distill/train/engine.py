@@ -1,0 +1,522 @@
+"""One ``train_one_epoch`` / ``evaluate`` pair for every mode: cross-entropy training of any model, and
+feature / logit / hint distillation of a student from a frozen teacher.
+
+Data flow of a step::
+
+    loader → (clips (N, 3, T, H, W) uint8|float32, labels (N,), meta) → prepare_batch (device, normalise,
+    channels-last) → StudentNet (features (N, D), logits (N, K), stages) ─┐
+                                  teacher (eval, no_grad, cache) ───────┴→ Objective → loss parts
+
+A loader is any iterable of ``(clips, labels)`` or ``(clips, labels, meta)`` with
+``meta = {"video": LongTensor[N], "frames": LongTensor[N, T]}`` (``ClipLoader(return_meta=True)``); it may
+have ``set_epoch``. The step counter drives the learning-rate schedule, so a resumed run continues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .losses import feature_loss, hint_loss, kd_loss, topk_correct
+
+# --------------------------------------------------------------------------------------------------
+# model plumbing
+
+
+class StudentNet(nn.Module):
+    """Wraps the trained network so one ``forward`` gives everything a loss may need; DDP wraps *this*,
+    so gradients are synchronised whichever outputs the loss uses.
+
+    ``forward(x)`` → ``{"features": (N, D) pool5, "logits": (N, K) or None, "stages": {name: act} or None}``.
+    ``logits_grad=False`` computes the logits under ``no_grad`` (monitoring only: feature distillation
+    trains the backbone and leaves the head frozen).
+    """
+
+    def __init__(self, model: nn.Module, *, stages: bool = False, logits_grad: bool = True):
+        super().__init__()
+        self.model = model
+        self.want_stages = stages
+        self.logits_grad = logits_grad
+
+    def forward(self, x: torch.Tensor) -> dict[str, Any]:
+        model = self.model
+        stages = None
+        if self.want_stages:
+            stages = model.forward_stages(x)
+            # forward_stages stops before pool5; applying it here avoids a second pass for the features.
+            feats = model.pool5(stages["conv5b"]).flatten(1)
+        else:
+            feats = model.features(x)
+        logits = None
+        if getattr(model, "num_classes", None) is not None:
+            if self.logits_grad:
+                logits = model.head(feats)
+            else:
+                with torch.no_grad():
+                    logits = model.head(feats.detach())
+        return {"features": feats, "logits": logits, "stages": stages}
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The bare model under DDP / StudentNet / torch.compile wrappers."""
+    while True:
+        if hasattr(net, "module") and isinstance(net.module, nn.Module):
+            net = net.module
+        elif isinstance(net, StudentNet):
+            net = net.model
+        elif hasattr(net, "_orig_mod"):
+            net = net._orig_mod
+        else:
+            return net
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """channels-last for every conv weight (3-D and 2-D: MC models hold both), in place."""
+    for p in model.parameters():
+        if p.dim() == 5:
+            p.data = p.data.contiguous(memory_format=torch.channels_last_3d)
+        elif p.dim() == 4:
+            p.data = p.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
+def prepare_batch(
+    clips: torch.Tensor,
+    device: torch.device,
+    *,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Clips (N, 3, T, H, W) to ``device`` as float32. uint8 clips (values 0–255) are normalised here — on
+    the GPU that moves 4× fewer bytes over the bus; float32 clips are assumed normalised by the loader."""
+    if clips.dim() != 5 or clips.shape[1] != 3:
+        raise ValueError(f"clips: expected (N, 3, T, H, W), got shape {tuple(clips.shape)} "
+                         "(the loader must use layout='NCTHW')")
+    x = clips.to(device, non_blocking=True)
+    if x.dtype == torch.uint8:
+        m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
+        s = torch.tensor(std, device=device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
+        x = (x.float() - m) / s
+    elif x.dtype != torch.float32:
+        x = x.float()
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    return x
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA (no loss scaling needed); a no-op elsewhere — CPU bf16 is slower here."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------------------------------
+# teacher outputs, optionally cached
+
+
+class TeacherCache:
+    """Teacher pool5 features and logits per clip, keyed by (video, frame indices, crop key).
+
+    Valid only when a clip's pixels are a function of that key — deterministic crops without random
+    flips (the run config checks it) — so later epochs with the same sampling skip the teacher. Values are
+    kept on the CPU in ``dtype`` (float32: bit-identical to recomputing).
+    """
+
+    def __init__(self, crop_key: Any = None, dtype: torch.dtype = torch.float32):
+        self.crop_key = crop_key
+        self.dtype = dtype
+        self.store: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, video: int, frames: torch.Tensor, namespace: str = "train") -> tuple:
+        # ``video`` indexes one split's item list: the namespace keeps train and test clips apart.
+        return (namespace, int(video), tuple(int(f) for f in frames.tolist()), self.crop_key)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+@dataclass
+class TeacherOut:
+    features: torch.Tensor
+    logits: torch.Tensor | None
+    stages: dict[str, torch.Tensor] | None
+
+
+def run_teacher(
+    teacher: nn.Module,
+    x: torch.Tensor,
+    *,
+    stages: bool,
+    amp: bool,
+    cache: TeacherCache | None = None,
+    meta: dict[str, torch.Tensor] | None = None,
+    namespace: str = "train",
+) -> TeacherOut:
+    """The frozen teacher on ``x`` (N, 3, T, H, W): eval mode, no_grad, bf16 autocast on CUDA.
+
+    With a cache and ``meta``, only clips not seen before are run through the teacher.
+    """
+    device = x.device
+    net = StudentNet(teacher, stages=stages)
+
+    def compute(inp: torch.Tensor) -> TeacherOut:
+        with torch.no_grad(), autocast(device, amp):
+            out = net(inp)
+        logits = out["logits"].float() if out["logits"] is not None else None
+        st = {k: v.float() for k, v in out["stages"].items()} if out["stages"] is not None else None
+        return TeacherOut(out["features"].float(), logits, st)
+
+    if cache is None or meta is None or stages:
+        return compute(x)
+    keys = [cache.key(v, f, namespace) for v, f in zip(meta["video"], meta["frames"], strict=True)]
+    miss = [i for i, k in enumerate(keys) if k not in cache.store]
+    cache.hits += len(keys) - len(miss)
+    cache.misses += len(miss)
+    if miss:
+        fresh = compute(x[miss] if len(miss) < len(keys) else x)
+        for j, i in enumerate(miss):
+            lg = fresh.logits[j].to("cpu", cache.dtype) if fresh.logits is not None else None
+            cache.store[keys[i]] = (fresh.features[j].to("cpu", cache.dtype), lg)
+        if len(miss) == len(keys):
+            return fresh
+    feats = torch.stack([cache.store[k][0] for k in keys]).to(device, torch.float32)
+    has_logits = cache.store[keys[0]][1] is not None
+    logits = torch.stack([cache.store[k][1] for k in keys]).to(device, torch.float32) if has_logits else None
+    return TeacherOut(feats, logits, None)
+
+
+# --------------------------------------------------------------------------------------------------
+# objective
+
+
+class Objective:
+    """What a step minimises. ``loss``: ``"ce"`` | ``"feature"`` | ``"kd"`` | ``"feature+kd"``; ``hint_pairs``
+    adds the fold-hint term (weight ``hint_weight``). Returns ``(total, parts)`` where parts holds each
+    unweighted term (``ce``, ``feature``, ``kl``, ``hint``) as a float tensor."""
+
+    def __init__(
+        self,
+        loss: str = "ce",
+        *,
+        teacher: nn.Module | None = None,
+        hint_pairs: list[tuple[str, str]] | None = None,
+        hint_weight: float = 1.0,
+        temperature: float = 4.0,
+        alpha: float = 0.9,
+        cache: TeacherCache | None = None,
+        amp: bool = False,
+    ):
+        if loss not in ("ce", "feature", "kd", "feature+kd"):
+            raise ValueError(f"loss: {loss!r} is not ce, feature, kd or feature+kd")
+        if loss != "ce" and teacher is None:
+            raise ValueError(f"loss {loss!r} needs a teacher")
+        self.loss = loss
+        self.teacher = teacher
+        self.hint_pairs = list(hint_pairs or [])
+        self.hint_weight = hint_weight
+        self.temperature = temperature
+        self.alpha = alpha
+        self.cache = cache
+        self.amp = amp
+        if teacher is not None:
+            teacher.eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+
+    @property
+    def uses_teacher(self) -> bool:
+        return self.teacher is not None
+
+    @property
+    def wants_stages(self) -> bool:
+        return bool(self.hint_pairs)
+
+    @property
+    def logits_grad(self) -> bool:
+        return self.loss != "feature"
+
+    def teacher_outputs(self, x: torch.Tensor, meta: dict | None) -> TeacherOut | None:
+        if self.teacher is None:
+            return None
+        return run_teacher(self.teacher, x, stages=self.wants_stages, amp=self.amp, cache=self.cache, meta=meta)
+
+    def __call__(
+        self, out: dict[str, Any], labels: torch.Tensor, t_out: TeacherOut | None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        parts: dict[str, torch.Tensor] = {}
+        logits = out["logits"]
+        if self.loss == "ce":
+            total = F.cross_entropy(logits.float(), labels)
+            parts["ce"] = total
+            return total, parts
+        total = None
+        if "feature" in self.loss:
+            parts["feature"] = feature_loss(out["features"], t_out.features)
+            total = parts["feature"]
+        if "kd" in self.loss:
+            kd, kd_parts = kd_loss(logits, t_out.logits, labels, temperature=self.temperature, alpha=self.alpha)
+            parts.update(kd_parts)
+            total = kd if total is None else total + kd
+        if self.hint_pairs:
+            parts["hint"] = hint_loss(t_out.stages, out["stages"], self.hint_pairs)
+            total = total + self.hint_weight * parts["hint"]
+        if logits is not None and "ce" not in parts:
+            parts["ce"] = F.cross_entropy(logits.detach().float(), labels)  # monitored, not trained
+        return total, parts
+
+
+# --------------------------------------------------------------------------------------------------
+# learning-rate schedule
+
+
+def lr_at(step: int, *, base_lr: float, total_steps: int, steps_per_epoch: int, schedule: str = "cosine",
+          warmup_epochs: float = 0.0, step_epochs: int = 4, gamma: float = 0.1) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): linear warm-up over ``warmup_epochs``, then
+    cosine to zero, step decay by ``gamma`` every ``step_epochs``, or constant. A pure function of the step
+    so a resumed run continues the same curve."""
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return base_lr * (step + 1) / warm
+    if schedule == "cosine":
+        span = max(1, total_steps - warm)
+        return base_lr * 0.5 * (1.0 + math.cos(math.pi * min(step - warm, span) / span))
+    if schedule == "step":
+        return base_lr * gamma ** ((step // max(1, steps_per_epoch)) // max(1, step_epochs))
+    return base_lr
+
+
+def build_optimizer(params, name: str, lr: float, momentum: float, weight_decay: float):
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ValueError("optimizer: the model has no trainable parameters")
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"optimizer: {name!r} is not sgd or adamw")
+
+
+# --------------------------------------------------------------------------------------------------
+# the two loops
+
+
+def _split_batch(batch) -> tuple[torch.Tensor, torch.Tensor, dict | None]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1], None
+    raise ValueError("loader: each batch must be (clips, labels) or (clips, labels, meta)")
+
+
+PART_NAMES = ("loss", "ce", "feature", "kl", "hint")
+
+
+class _Sums:
+    """Running sums of loss parts and hits, reducible across DDP ranks in one all_reduce (every rank
+    reduces the same fixed list, so a rank that saw no batch cannot hang the others)."""
+
+    def __init__(self):
+        self.parts: dict[str, float] = {}
+        self.n = 0
+        self.top1 = 0
+        self.top5 = 0
+        self.n_logits = 0
+
+    def add(self, n: int, parts: dict[str, torch.Tensor], logits: torch.Tensor | None, labels: torch.Tensor):
+        self.n += n
+        for k, v in parts.items():
+            if k not in PART_NAMES:
+                raise KeyError(f"unknown loss part {k!r}")
+            self.parts[k] = self.parts.get(k, 0.0) + float(v.detach()) * n
+        if logits is not None:
+            c1, c5 = topk_correct(logits.detach(), labels, (1, 5))
+            self.top1 += c1
+            self.top5 += c5
+            self.n_logits += n
+
+    def reduce(self) -> None:
+        from . import distributed
+
+        if not distributed.is_initialized():
+            return
+        vals = [float(self.n), float(self.top1), float(self.top5), float(self.n_logits)]
+        vals += [self.parts.get(k, 0.0) for k in PART_NAMES] + [float(k in self.parts) for k in PART_NAMES]
+        t = distributed.all_reduce_sum(torch.tensor(vals, dtype=torch.float64)).tolist()
+        self.n, self.top1, self.top5, self.n_logits = (int(round(v)) for v in t[:4])
+        k = len(PART_NAMES)
+        self.parts = {name: t[4 + i] for i, name in enumerate(PART_NAMES) if t[4 + k + i] > 0}
+
+    def result(self) -> dict[str, float]:
+        out = {k: v / max(1, self.n) for k, v in sorted(self.parts.items())}
+        if self.n_logits:
+            out["top1"] = self.top1 / self.n_logits
+            out["top5"] = self.top5 / self.n_logits
+        out["clips"] = self.n
+        return out
+
+
+def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def train_one_epoch(
+    net: nn.Module,
+    loader: Iterable,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    step: int = 0,
+    lr_fn: Callable[[int], float] | None = None,
+    clip_grad: float | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    progress: bool = False,
+    desc: str = "train",
+    batch_hook: Callable[[int, torch.Tensor, torch.Tensor, dict | None], None] | None = None,
+    max_steps: int | None = None,
+) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``; returns ``(metrics, step)`` with the optimiser step count after the epoch.
+
+    ``net`` is a :class:`StudentNet` (possibly inside DDP). Metrics: mean of each loss part (``loss`` is the
+    minimised total), ``top1``/``top5`` on the training clips when there are logits, ``clips``,
+    ``clips_per_s`` (whole step: loader wait included), ``lr`` (last), ``time`` (seconds).
+    """
+    net.train()
+    sums = _Sums()
+    t0 = time.perf_counter()
+    total = len(loader) if hasattr(loader, "__len__") else None
+    lr = optimizer.param_groups[0]["lr"]
+    for i, batch in enumerate(_progress(loader, total, desc, progress)):
+        if max_steps is not None and i >= max_steps:
+            break
+        clips, labels, meta = _split_batch(batch)
+        if batch_hook is not None:
+            batch_hook(step, clips, labels, meta)
+        x = prepare_batch(clips, device, mean=mean, std=std, channels_last=channels_last)
+        y = labels.to(device, non_blocking=True)
+        if lr_fn is not None:
+            lr = lr_fn(step)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+        t_out = objective.teacher_outputs(x, meta)
+        with autocast(device, amp):
+            out = net(x)
+        loss, parts = objective(out, y, t_out)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{desc}: loss became {float(loss.detach())} at step {step} (lower --lr or set "
+                                     "--clip-grad)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
+        optimizer.step()
+        step += 1
+        parts = {"loss": loss, **parts}
+        sums.add(x.shape[0], parts, out["logits"], y)
+    elapsed = time.perf_counter() - t0
+    sums.reduce()
+    res = sums.result()
+    res.update(clips_per_s=res["clips"] / max(elapsed, 1e-9), lr=lr, time=elapsed)
+    return res, step
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module,
+    loader: Iterable,
+    objective: Objective | None = None,
+    *,
+    device: torch.device,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+    num_videos: int | None = None,
+    amp: bool = False,
+    channels_last: bool = False,
+    teacher: nn.Module | None = None,
+    progress: bool = False,
+    desc: str = "eval",
+) -> dict[str, float]:
+    """Clip accuracy (top-1, top-5) of every clip the loader yields, video accuracy (softmax averaged over
+    each video's clips, needs ``meta``), the objective's loss parts, and the relative pool5 feature error
+    ``Σ‖f_s − f_t‖² / Σ‖f_t‖²`` against the objective's teacher (or ``teacher``) when there is one.
+    ``clips_per_s`` counts the forward passes of the evaluated model only (loader included)."""
+    model_net = net.module if hasattr(net, "module") and isinstance(net, nn.parallel.DistributedDataParallel) else net
+    model_net.eval()
+    sums = _Sums()
+    teacher = objective.teacher if objective is not None and objective.teacher is not None else teacher
+    err_num = err_den = 0.0
+    video_scores: torch.Tensor | None = None
+    video_labels: torch.Tensor | None = None
+    total = len(loader) if hasattr(loader, "__len__") else None
+    t0 = time.perf_counter()
+    for batch in _progress(loader, total, desc, progress):
+        clips, labels, meta = _split_batch(batch)
+        x = prepare_batch(clips, device, mean=mean, std=std, channels_last=channels_last)
+        y = labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            out = model_net(x)
+        out["features"] = out["features"].float()
+        if out["logits"] is not None:
+            out["logits"] = out["logits"].float()
+        t_out = None
+        if teacher is not None:
+            t_out = run_teacher(teacher, x, stages=bool(objective and objective.wants_stages), amp=amp,
+                                cache=objective.cache if objective else None, meta=meta, namespace="eval")
+            d = (out["features"] - t_out.features).pow(2).sum()
+            err_num += float(d)
+            err_den += float(t_out.features.pow(2).sum())
+        parts: dict[str, torch.Tensor] = {}
+        if objective is not None:
+            loss, obj_parts = objective(out, y, t_out)
+            parts = {"loss": loss, **obj_parts}
+        elif out["logits"] is not None:
+            parts = {"ce": F.cross_entropy(out["logits"], y)}
+        sums.add(x.shape[0], parts, out["logits"], y)
+        if out["logits"] is not None and meta is not None and num_videos is not None:
+            if video_scores is None:
+                video_scores = torch.zeros(num_videos, out["logits"].shape[1], dtype=torch.float64)
+                video_labels = torch.full((num_videos,), -1, dtype=torch.long)
+            probs = out["logits"].softmax(1).double().cpu()
+            vid = meta["video"].long().cpu()
+            video_scores.index_add_(0, vid, probs)
+            video_labels[vid] = labels.cpu()
+    elapsed = time.perf_counter() - t0
+    from . import distributed
+
+    sums.reduce()
+    res = sums.result()
+    if teacher is not None:
+        t = torch.tensor([err_num, err_den], dtype=torch.float64)
+        if distributed.is_initialized():
+            t = distributed.all_reduce_sum(t)
+        res["feature_err"] = float(t[0] / t[1]) if t[1] > 0 else float("nan")
+    if video_scores is not None:
+        if distributed.is_initialized():
+            video_scores = distributed.all_reduce_sum(video_scores)
+            video_labels = distributed.all_reduce_max(video_labels)
+        seen = video_labels >= 0
+        if seen.any():
+            pred = video_scores[seen].argmax(1)
+            res["video_acc"] = float((pred == video_labels[seen]).double().mean())
+            res["videos"] = int(seen.sum())
+    res.update(clips_per_s=res["clips"] / max(elapsed, 1e-9), time=elapsed)
+    return res

@@ -1,0 +1,64 @@
+"""``c3d-distill eval``: a run folder or checkpoint evaluated on a data set split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig
+
+
+def evaluate_checkpoint(
+    path: str | Path,
+    data: str,
+    *,
+    split: str = "test",
+    teacher: str | Path | None = None,
+    clips: int = 10,
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: bool = False,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Clip accuracy (top-1, top-5) over ``clips`` uniformly spaced clips per video, video accuracy (softmax
+    averaged over them), CE loss, clips/s, and with ``teacher`` the relative pool5 feature error.
+
+    The clip pipeline (resize, crop, normalisation) is the one the run was trained with, read from the
+    checkpoint's config.
+    """
+    from ..datasets import load
+    from . import distributed
+    from .engine import StudentNet, evaluate, to_channels_last
+    from .run import _model_figures, load_run_model, make_eval_loader
+
+    if clips < 1:
+        raise ValueError(f"--clips: must be at least 1, got {clips}")
+    dev = distributed.resolve_device(device)
+    model, meta, ckpt = load_run_model(path)
+    cfg = RunConfig.from_dict(ckpt["config"]) if "config" in ckpt else RunConfig(**{
+        k: meta[k] for k in ("width", "frames", "size")})
+    cfg.batch_size, cfg.threads, cfg.device = batch_size, threads, device
+    vids = load(data, split)
+    if len(vids.classes) != meta["num_classes"]:
+        raise ValueError(f"--data {data}: {len(vids.classes)} classes, but the model was trained for "
+                         f"{meta['num_classes']}")
+    t_model = None
+    if teacher is not None:
+        t_model, tmeta, _ = load_run_model(teacher)
+        for k in ("frames", "size", "num_classes"):
+            if tmeta[k] != meta[k]:
+                raise ValueError(f"--teacher {teacher}: {k}={tmeta[k]} but the evaluated model has {meta[k]}")
+        t_model.to(dev).eval()
+    model.to(dev)
+    channels_last = dev.type == "cuda"
+    if channels_last:
+        to_channels_last(model)
+        if t_model is not None:
+            to_channels_last(t_model)
+    loader = make_eval_loader(cfg, vids.items, dev, clips)
+    res = evaluate(StudentNet(model), loader, None, device=dev, mean=cfg.mean, std=cfg.std, num_videos=len(vids),
+                   amp=amp, channels_last=channels_last, teacher=t_model, progress=progress, desc="eval")
+    out = {"checkpoint": str(path), "model": meta["name"], "data": data, "split": split, "clips_per_video": clips,
+           "epoch": ckpt.get("epoch"), **_model_figures(model, meta), **res}
+    return out

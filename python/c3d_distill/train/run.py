@@ -1,0 +1,397 @@
+"""A whole run from a :class:`RunConfig`: data, model (and teacher), optimiser, the epoch loop with a
+checkpoint after every epoch, metrics, and the final evaluation. ``train`` and ``distill`` both end here.
+
+Run folder::
+
+    RUN_DIR/config.json      the RunConfig
+    RUN_DIR/checkpoint.pt    last finished epoch (atomic; see checkpoint.py)
+    RUN_DIR/metrics.jsonl    one row per (epoch, split): loss parts, accuracies, clips/s, lr, time
+    RUN_DIR/eval.json        final evaluation (clip and video accuracy, feature error, params, GMACs)
+    RUN_DIR/transfer.json    distillation with --init transfer: the per-layer transfer report
+    RUN_DIR/tb/              TensorBoard events, when tensorboard is installed
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import distributed
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    load_weights,
+    model_state,
+    resolve_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import RunConfig
+from .engine import (
+    Objective,
+    StudentNet,
+    TeacherCache,
+    build_optimizer,
+    evaluate,
+    lr_at,
+    to_channels_last,
+    train_one_epoch,
+)
+
+# Settings that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = {"device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data"}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# data
+
+
+def load_lists(cfg: RunConfig):
+    from ..datasets import load
+
+    train = load(cfg.data, cfg.train_split)
+    test = load(cfg.data, cfg.test_split)
+    if len(train) == 0:
+        raise ValueError(f"--data {cfg.data}: the {cfg.train_split!r} split has no videos")
+    if len(test) == 0:
+        raise ValueError(f"--data {cfg.data}: the {cfg.test_split!r} split has no videos")
+    return train, test
+
+
+def _read_kwargs(cfg: RunConfig, device: torch.device, *, train: bool) -> dict[str, Any]:
+    kw: dict[str, Any] = dict(size=cfg.resize_hw, crop=cfg.size, layout="NCTHW")
+    if train:
+        kw.update(crop_mode=cfg.crop_mode, flip="random" if cfg.flip else False)
+    else:
+        kw.update(crop_mode="center", flip=False)
+    if device.type == "cuda":
+        kw.update(dtype="uint8")  # normalised on the GPU: 4× fewer bytes to copy
+    else:
+        kw.update(dtype="float32", mean=list(cfg.mean), std=list(cfg.std))
+    return kw
+
+
+def make_train_loader(cfg: RunConfig, items, device: torch.device):
+    from ..data import ClipLoader
+
+    drop_last = len(items) * cfg.clips_per_video >= cfg.batch_size * max(1, distributed.info().world_size)
+    return ClipLoader(items, clip_len=cfg.frames, stride=cfg.stride, sampler=cfg.extra.get("sampler", "random"),
+                      clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size, shuffle=True,
+                      drop_last=drop_last, seed=cfg.seed, prefetch=cfg.prefetch, threads=cfg.threads,
+                      return_meta=True, **_read_kwargs(cfg, device, train=True))
+
+
+def make_eval_loader(cfg: RunConfig, items, device: torch.device, clips_per_video: int):
+    from ..data import ClipLoader
+
+    return ClipLoader(items, clip_len=cfg.frames, stride=cfg.stride, sampler="uniform",
+                      clips_per_video=clips_per_video, batch_size=cfg.batch_size, shuffle=False, drop_last=False,
+                      seed=cfg.seed, prefetch=cfg.prefetch, threads=cfg.threads, return_meta=True,
+                      **_read_kwargs(cfg, device, train=False))
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+
+def build_model(meta: dict[str, Any], *, fast: bool = True) -> nn.Module:
+    from ..models import create_model
+
+    return create_model(meta["name"], meta["num_classes"], width=meta["width"], frames=meta["frames"],
+                        size=meta["size"], dropout=meta.get("dropout", 0.5), fast=fast)
+
+
+def load_run_model(path: str | Path, *, map_location="cpu", expected: dict[str, Any] | None = None):
+    """The network of a finished (or running) run: ``(model, meta, checkpoint)``.
+
+    ``path`` is a run folder or a checkpoint file written by this package. Errors name the file and cause.
+    """
+    ckpt = load_checkpoint(path, map_location=map_location)
+    src = str(resolve_checkpoint(path))
+    if ckpt.get("format") != FORMAT or "model_meta" not in ckpt:
+        raise CheckpointError(f"{src}: not a c3d-distill run checkpoint (no model_meta); a public C3D state dict "
+                              "loads with models.load_c3d_weights")
+    if expected is not None:
+        check_compatible(ckpt, expected, source=src)
+    meta = ckpt["model_meta"]
+    model = build_model(meta)
+    load_weights(model, model_state(ckpt), source=src)
+    return model, meta, ckpt
+
+
+def _copy_head(student: nn.Module, teacher: nn.Module) -> None:
+    for name in ("fc6", "fc7", "fc8"):
+        s, t = getattr(student, name, None), getattr(teacher, name, None)
+        if s is None or t is None or s.weight.shape != t.weight.shape:
+            raise ValueError(f"distill: student and teacher heads differ at {name}; feature distillation reuses "
+                             "the teacher's head")
+        s.load_state_dict(t.state_dict())
+
+
+def build_student(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any]) -> tuple[nn.Module, dict | None]:
+    """The student named ``cfg.model`` at the teacher's width/frames/size, from the teacher's weights
+    (``init="transfer"``) or random. With ``loss="feature"`` the head is the teacher's and stays frozen:
+    the loss never reaches it, and a frozen copy reads the teacher's feature space the student learns."""
+    from ..models import create_model
+
+    kw = dict(width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast)
+    report = None
+    if cfg.init == "transfer":
+        from ..transfer import transfer
+
+        student, report = transfer(teacher, cfg.model, num_classes=tmeta["num_classes"], **kw)
+        if hasattr(report, "to_dict"):
+            report = report.to_dict()
+        _copy_head(student, teacher)
+    else:
+        student = create_model(cfg.model, tmeta["num_classes"], **kw)
+        if cfg.loss == "feature":
+            _copy_head(student, teacher)
+    if cfg.loss == "feature":
+        for name in ("fc6", "fc7", "fc8"):
+            for p in getattr(student, name).parameters():
+                p.requires_grad_(False)
+    return student, report
+
+
+# --------------------------------------------------------------------------------------------------
+# bookkeeping
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (rank 0) plus TensorBoard when installed. Rows are also kept for checkpoints, so a
+    resumed run rewrites the file from its checkpoint and never holds rows of an epoch it redoes."""
+
+    def __init__(self, out: Path, rows: list[dict] | None, enabled: bool):
+        self.path = out / "metrics.jsonl"
+        self.rows = list(rows or [])
+        self.enabled = enabled
+        self.tb = None
+        if enabled:
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+            except ImportError:
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.tb = SummaryWriter(str(out / "tb"))
+
+    def add(self, row: dict) -> None:
+        row = {k: (float(v) if isinstance(v, (np.floating,)) else v) for k, v in row.items()}
+        self.rows.append(row)
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k not in ("epoch",):
+                    self.tb.add_scalar(f"{row['split']}/{k}", v, row["epoch"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _check_resume_config(old: RunConfig, new: RunConfig, src: Path) -> None:
+    a, b = old.to_dict(), new.to_dict()
+    diffs = [f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]
+    if diffs:
+        raise ValueError(f"--resume: {src} was started with other settings; resuming would not give the same "
+                         f"run ({'; '.join(diffs)}). Start a new --out folder instead.")
+
+
+def _model_figures(model: nn.Module, meta: dict) -> dict[str, Any]:
+    from ..models import count_macs, count_params
+
+    shape = (1, 3, meta["frames"], meta["size"], meta["size"])
+    return {"params": int(count_params(model)), "gmacs": float(count_macs(model, shape)) / 1e9}
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+    """Train or distil as ``cfg`` says; returns the final evaluation (rank 0; other ranks get the same).
+
+    ``resume``: continue from ``cfg.out/checkpoint.pt`` when it exists (same results as an uninterrupted run).
+    ``stop_after``: leave after that many epochs in this call (a pre-emptible job; ``resume`` continues).
+    """
+    cfg.validate()
+    dinfo = distributed.setup(cfg.device)
+    device = dinfo.device
+    out = Path(cfg.out)
+    if not cfg.out:
+        raise ValueError("--out: a run folder is needed")
+    if dinfo.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    distributed.barrier()
+    if device.type == "cpu" and cfg.compile:
+        pass  # torch.compile works on CPU too; left to the user
+    seed_everything(cfg.seed)
+    train_list, test_list = load_lists(cfg)
+    num_classes = cfg.num_classes or len(train_list.classes)
+    if num_classes != len(train_list.classes):
+        raise ValueError(f"--num-classes {cfg.num_classes}: the data set has {len(train_list.classes)} classes")
+    cfg.num_classes = num_classes
+
+    teacher = None
+    transfer_report = None
+    if cfg.mode == "distill":
+        teacher, tmeta, _ = load_run_model(cfg.teacher, map_location="cpu")
+        if tmeta["num_classes"] != num_classes:
+            raise ValueError(f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has "
+                             f"{num_classes}")
+        for k in ("width", "frames", "size"):
+            if getattr(cfg, k) != tmeta[k] and cfg.extra.get(f"{k}_given"):
+                raise ValueError(f"--{k} {getattr(cfg, k)}: the teacher was trained with {k}={tmeta[k]}; feature "
+                                 "distillation needs the same")
+        cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
+        cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
+        seed_everything(cfg.seed)
+        model, transfer_report = build_student(cfg, teacher, tmeta)
+        teacher.to(device)
+    else:
+        cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
+        model = build_model(cfg.model_meta(num_classes), fast=cfg.fast)
+    meta = cfg.model_meta(num_classes)
+    model.to(device)
+    channels_last = cfg.channels_last and device.type == "cuda"
+    if channels_last:
+        to_channels_last(model)
+        if teacher is not None:
+            to_channels_last(teacher)
+
+    hint_pairs = None
+    if cfg.hints:
+        from ..transfer import fold_hint_pairs
+
+        hint_pairs = fold_hint_pairs(teacher, model)
+    cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw)) if cfg.teacher_cache else None
+    objective = Objective(cfg.loss, teacher=teacher, hint_pairs=hint_pairs, hint_weight=cfg.hint_weight,
+                          temperature=cfg.temperature, alpha=cfg.alpha, cache=cache, amp=cfg.amp)
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
+
+    start_epoch, step, rows = 0, 0, []
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume and ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
+        _check_resume_config(RunConfig.from_dict(ckpt["config"]), cfg, ckpt_path)
+        check_compatible(ckpt, meta, source=str(ckpt_path))
+        load_weights(model, model_state(ckpt), source=str(ckpt_path))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_epoch, step, rows = int(ckpt["epoch"]), int(ckpt["scheduler"]["step"]), list(ckpt["metrics"])
+        set_rng_state(ckpt["rng"])
+    elif resume and dinfo.is_main:
+        print(f"--resume: no checkpoint in {out} yet, starting from epoch 1")
+    if dinfo.is_main:
+        cfg.save(out / "config.json")
+        if transfer_report is not None:
+            (out / "transfer.json").write_text(json.dumps(transfer_report, indent=2, default=float) + "\n")
+
+    train_loader = make_train_loader(cfg, train_list.items, device)
+    test_loader = make_eval_loader(cfg, test_list.items, device, cfg.eval_clips)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"--batch-size {cfg.batch_size}: larger than the training split ({len(train_list)} videos)")
+    total_steps = steps_per_epoch * cfg.epochs
+
+    def lr_fn(s: int) -> float:
+        return lr_at(s, base_lr=cfg.lr, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
+                     schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, step_epochs=cfg.step_epochs,
+                     gamma=cfg.gamma)
+
+    net: nn.Module = StudentNet(model, stages=objective.wants_stages, logits_grad=objective.logits_grad)
+    if cfg.compile:
+        net = torch.compile(net)
+    net = distributed.wrap_ddp(net, device)
+    log = MetricsLog(out, rows, enabled=dinfo.is_main)
+    norm = dict(mean=cfg.mean, std=cfg.std)
+    run_name = out.name
+    t_run = time.perf_counter() - (rows[-1]["time_total"] if rows and "time_total" in rows[-1] else 0.0)
+    progress = cfg.progress and dinfo.is_main
+    done_now = 0
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            if stop_after is not None and done_now >= stop_after:
+                break
+            if hasattr(train_loader, "set_epoch"):
+                train_loader.set_epoch(epoch)
+            tr, step = train_one_epoch(net, train_loader, objective, optimizer, device=device, step=step,
+                                       lr_fn=lr_fn, clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=channels_last,
+                                       progress=progress, desc=f"{run_name} {epoch + 1}/{cfg.epochs}", **norm)
+            te = evaluate(net, test_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
+                          channels_last=channels_last, progress=progress, desc=f"{run_name} test", **norm)
+            now = time.perf_counter() - t_run
+            base = {"run": run_name, "model": cfg.model, "epoch": epoch + 1}
+            log.add({**base, "split": "train", **tr, "time_total": now})
+            log.add({**base, "split": "test", **te, "time_total": now})
+            if dinfo.is_main:
+                save_checkpoint(_state(model, meta, optimizer, step, epoch + 1, cfg, log.rows), ckpt_path)
+                if progress:
+                    _print_epoch(run_name, epoch + 1, cfg.epochs, tr, te)
+            distributed.barrier()
+            done_now += 1
+        finished = len([r for r in log.rows if r["split"] == "train"]) >= cfg.epochs
+        result: dict[str, Any] = {}
+        if finished:
+            final_loader = make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips)
+            fin = evaluate(net, final_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
+                           channels_last=channels_last, progress=progress, desc=f"{run_name} final", **norm)
+            train_rows = [r for r in log.rows if r["split"] == "train"]
+            result = {"run": run_name, "mode": cfg.mode, "model": cfg.model,
+                      "init": cfg.init if cfg.mode == "distill" else "scratch",
+                      "loss": cfg.loss + ("+hints" if cfg.hints else ""), "teacher": cfg.teacher,
+                      "epochs": cfg.epochs, **_model_figures(model, meta),
+                      "train_clips_per_s": float(np.median([r["clips_per_s"] for r in train_rows])),
+                      "eval_clips": cfg.final_eval_clips, "device": str(device),
+                      "world_size": dinfo.world_size, **{f"final_{k}": v for k, v in fin.items()}}
+            if cache is not None:
+                result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "entries": len(cache)}
+            if dinfo.is_main:
+                (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+                log.add({"run": run_name, "model": cfg.model, "epoch": cfg.epochs, "split": "final", **fin,
+                         "time_total": time.perf_counter() - t_run})
+        return result
+    finally:
+        log.close()
+
+
+def _state(model, meta, optimizer, step, epoch, cfg, rows) -> dict[str, Any]:
+    from .engine import unwrap
+
+    return {"format": FORMAT, "model": unwrap(model).state_dict(), "model_meta": meta,
+            "optimizer": optimizer.state_dict(), "scheduler": {"step": int(step)}, "epoch": int(epoch),
+            "config": cfg.to_dict(), "metrics": list(rows), "rng": rng_state()}
+
+
+def _print_epoch(name: str, epoch: int, epochs: int, tr: dict, te: dict) -> None:
+    def f(d: dict, k: str) -> str:
+        v = d.get(k)
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {f(tr, 'loss')} acc {f(tr, 'top1')} | test loss "
+               f"{f(te, 'loss')} ce {f(te, 'ce')} acc {f(te, 'top1')} video {f(te, 'video_acc')} | "
+               f"{tr['clips_per_s']:.1f} clips/s")
