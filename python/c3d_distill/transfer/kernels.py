@@ -127,7 +127,10 @@ def sp_compose(spatial: Tensor, temporal: Tensor) -> Tensor:
     return w
 
 
-def sp_split(w3: Tensor, b3: Tensor | None, mid: int | None = None, *, signed_pairs: bool = False) -> SPSplit:
+def sp_split(
+    w3: Tensor, b3: Tensor | None, mid: int | None = None, *, signed_pairs: bool = False,
+    svd: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> SPSplit:
     """Rank-``mid`` SVD of a 3D kernel into a (1, kh, kw) spatial and a (kt, 1, 1) temporal kernel.
 
     ``sp_matrix(w3) ≈ U_r S_r V_rᵀ``; temporal ``= U_r·sqrt(S_r)``, spatial ``= sqrt(S_r)·V_rᵀ``, spatial
@@ -141,14 +144,15 @@ def sp_split(w3: Tensor, b3: Tensor | None, mid: int | None = None, *, signed_pa
 
     Args:
         w3: ``(Cout, Cin, kt, kh, kw)``; b3: ``(Cout,)`` or ``None``; mid: ``M``, the number of channels
-        between the two convs (default ``Cout``).
+        between the two convs (default ``Cout``); svd: ``torch.linalg.svd(sp_matrix(w3).double(),
+        full_matrices=False)`` when the caller already has it.
     """
     if w3.dim() != 5:
         raise ValueError(f"sp_split: w3 must be a 5D Conv3d kernel, got shape {tuple(w3.shape)}")
     cout, cin, kt, kh, kw = w3.shape
     mid = cout if mid is None else mid
     mat = sp_matrix(w3).double()
-    u, s, vh = torch.linalg.svd(mat, full_matrices=False)
+    u, s, vh = torch.linalg.svd(mat, full_matrices=False) if svd is None else svd
     r = min(mid // 2 if signed_pairs else mid, s.numel())
     root = s[:r].sqrt()
     a = u[:, :r] * root  # (Cout·kt, r)

@@ -1,0 +1,145 @@
+"""``c3d-distill transfer``: a student checkpoint initialised from a C3D teacher, and the transfer report."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+STUDENT_HELP = "student model: mc3, mc4, mc5 (any mcK, K in 1..5), sp, sp_bn"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "transfer",
+        help="initialise a student from the C3D teacher's weights (checkpoint + per-layer report)",
+        description="Build a student with the teacher's width, clip length and head, fill its weights from the "
+        "teacher's (exact fold expansion for MC 'a' convs, averaged band rows for 'b' convs, SVD split for "
+        "SP), and report per layer how close it starts. The teacher is a c3d-distill run checkpoint (or run "
+        "folder) or a public C3D state dict (conv1…fc8 or features.N/classifier.N keys).",
+    )
+    p.add_argument("--teacher", required=True, help="teacher checkpoint file or run folder")
+    p.add_argument("--student", required=True, help=STUDENT_HELP)
+    p.add_argument("--out", required=True, help="student checkpoint to write (.pt)")
+    p.add_argument("--report", default=None, help="report JSON to write (default: OUT with suffix .transfer.json)")
+    p.add_argument("--probe-data", default=None, metavar="SPEC",
+                   help="take the probe clips from a data set (e.g. synth:DIR, ucf101:ROOT) instead of "
+                   "synthetic smooth noise")
+    p.add_argument("--probe-clips", type=int, default=4,
+                   help="probe clips (≥ 2): the first half fits calibration and BatchNorm stats, the rest "
+                   "are held out for the report (4)")
+    p.add_argument("--sp-mode", choices=("auto", "svd", "pairs"), default="auto",
+                   help="SP split: auto (per stage, the better on the probe), svd (plain rank-Cout), pairs "
+                   "(signed pairs, exact through the ReLU at rank Cout/2) (auto)")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the per-channel scale/shift fit of the approximate stages")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic probe and the random baseline (0)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cpu)")
+    g = p.add_argument_group("public C3D state dicts (run checkpoints carry these)")
+    g.add_argument("--width", type=float, default=None,
+                   help="teacher width multiplier (default: conv1's channels / 64)")
+    g.add_argument("--frames", type=int, default=16, help="clip length (16)")
+    g.add_argument("--size", type=int, default=112, help="square input size (112)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.set_defaults(func=run)
+
+
+def load_teacher(path: str, *, width: float | None = None, frames: int = 16, size: int = 112, device: str = "cpu"):
+    """A ``c3d`` teacher from a c3d-distill run checkpoint / run folder, or from a public C3D state dict.
+
+    Returns ``(teacher, meta)``; ``meta`` = create_model arguments (name, num_classes, width, frames, size,
+    dropout). Errors name the file and the cause.
+    """
+    import torch
+
+    from ..models import create_model, load_c3d_weights
+    from ..train.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
+
+    ckpt = load_checkpoint(path, map_location="cpu")
+    src = str(resolve_checkpoint(path))
+    if ckpt.get("format") == FORMAT and "model_meta" in ckpt:
+        from ..train.run import load_run_model
+
+        meta = dict(ckpt["model_meta"])
+        if meta.get("name") != "c3d":
+            raise ValueError(f"--teacher: {src} holds a {meta.get('name')!r} model; the teacher must be 'c3d'")
+        teacher, meta, _ = load_run_model(path)
+    else:
+        state = ckpt.get("state_dict", ckpt.get("model", ckpt))
+        fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
+        num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
+        if width is None:
+            conv1 = next((v for k, v in state.items() if k.endswith(("conv1.weight", "features.0.weight"))), None)
+            width = conv1.shape[0] / 64 if isinstance(conv1, torch.Tensor) else 1.0
+        meta = dict(name="c3d", num_classes=num_classes, width=width, frames=frames, size=size, dropout=0.5)
+        teacher = create_model("c3d", num_classes, width=width, frames=frames, size=size)
+        try:
+            load_c3d_weights(teacher, state)
+        except ValueError as exc:
+            raise ValueError(f"--teacher: {src}: {exc}") from exc
+    return teacher.to(device).eval(), meta
+
+
+def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int]):
+    """``n`` centre clips (N, 3, T, H, W), float32, normalised like training, from ``n`` videos of the data
+    set ``spec`` spread over its train split."""
+    import torch
+
+    from ..data import VideoReader, center_clip, read_clips
+    from ..datasets import load
+    from ..train.config import DEFAULT_MEAN, DEFAULT_STD
+
+    items = load(spec, "train").items
+    if len(items) < n:
+        raise ValueError(f"--probe-data: {spec} has {len(items)} training videos, --probe-clips asks for {n}")
+    picks = [items[round(i * (len(items) - 1) / max(1, n - 1))][0] for i in range(n)]
+    clips = [(p, center_clip(VideoReader(p).num_frames, frames)) for p in picks]
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    resize = (128, 171) if hw == (112, 112) else (hw[0], hw[1])
+    arr = read_clips(clips, size=resize, crop=hw, dtype="float32", mean=DEFAULT_MEAN, std=DEFAULT_STD)
+    return torch.from_numpy(arr)
+
+
+def checkpoint_dict(student, report) -> dict[str, Any]:
+    """The student as a c3d-distill checkpoint (``model_meta`` lets ``train``/``eval`` rebuild it)."""
+    from ..train.checkpoint import FORMAT
+
+    cfg = dict(student.config)
+    meta = {k: cfg[k] for k in ("name", "num_classes", "width", "frames", "size", "dropout")}
+    if isinstance(meta["size"], tuple):
+        meta["size"] = list(meta["size"])
+    return {"format": FORMAT, "model": student.state_dict(), "model_meta": meta, "transfer": report.to_dict()}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import list_models
+    from ..train.checkpoint import save_checkpoint
+    from .core import transfer
+
+    if args.student not in list_models() or args.student == "c3d":
+        raise SystemExit(f"--student: {args.student!r} is not a student model ({STUDENT_HELP})")
+    if args.probe_clips < 2:
+        raise SystemExit(f"--probe-clips: need at least 2 (one to fit, one to check), got {args.probe_clips}")
+    try:
+        teacher, meta = load_teacher(args.teacher, width=args.width, frames=args.frames, size=args.size,
+                                     device=args.device)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"--teacher: {exc}" if not str(exc).startswith("--teacher") else str(exc)) from exc
+    probe = None
+    if args.probe_data:
+        probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"])
+    student, report = transfer(teacher, args.student, probe=probe, probe_size=args.probe_clips,
+                               calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed)
+    out = Path(args.out)
+    report_path = Path(args.report) if args.report else out.with_suffix(".transfer.json")
+    save_checkpoint(checkpoint_dict(student.to("cpu"), report), out)
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table())
+    print(f"wrote {out} and {report_path}", file=sys.stderr)
+    return 0
