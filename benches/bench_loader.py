@@ -1,0 +1,367 @@
+"""Clip loading speed: read_clips / ClipLoader against decord, PyAV and torchcodec, and the FFmpeg limit.
+
+    .venv/bin/python benches/bench_loader.py            # default run, a few minutes on 2 cores
+    .venv/bin/python benches/bench_loader.py --quick    # smoke run (seconds; numbers not meaningful)
+
+Workloads (encoded once with the ``ffmpeg`` command into benches/results/tmp/loader_videos/):
+  ucf     320×240 25 fps MPEG-4 part 2 AVI, keyframe every 12 frames, 5–7 s videos
+  gop250  the same pictures as H.264 MP4 (B-frames) with a keyframe every 250 frames (so: one per video)
+The job: random 16-frame clips → resize 128×171 → centre crop 112 → float32 normalised (B, 3, 16, 112, 112)
+(NCTHW), batches of 16 clips. "clips/visit" K: each video visit takes K random clips of one video.
+
+Methods, all run side by side in every repetition (order rotated), on the same clip list:
+  read_clips   c3d_distill.data.read_clips(batch, threads=2) in this process
+  ClipLoader   c3d_distill.data.ClipLoader(threads=2, prefetch=2): same sampling distribution, its own draws
+  decord / pyav / torchcodec   a torch DataLoader with 2 worker processes, 1 decoder thread each
+                 (benches/_baselines.py: each library's fastest exact route)
+  FFmpeg limit  Σ over visits of the decode time of the packets the visit forces (keyframe at or before its
+                first frame → last needed packet, decode order), from ``ffmpeg -threads 1 -benchmark_all``,
+                per-packet medians over repetitions; clips/s = 2 cores × clips / that time.
+
+Writes benches/results/loader.json and prints a markdown table (medians; ratios vs decord and vs the limit),
+then checks that every method returns the same frames (frame identity against the ``ffmpeg`` command's
+own decode, and pixel differences between methods).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _baselines as B  # noqa: E402
+from c3d_distill.data import ClipLoader, VideoReader, random_clip, read_clips  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent
+RESULTS = ROOT / "results" / "loader.json"
+VIDEO_CACHE = ROOT / "results" / "tmp" / "loader_videos"
+CLIP_LEN = 16
+BATCH = 16
+CORES = 2
+READ_KW = dict(size=B.SIZE, crop=B.CROP, layout="NCTHW", dtype="float32", mean=B.MEAN, std=B.STD)
+BASELINES = ("decord", "pyav", "torchcodec")
+
+
+def make_visits(paths, num_frames, n_clips, k, seed):
+    """``n_clips / k`` visits (path, [k clips]) over the videos in shuffled passes, clips drawn with
+    ``random_clip`` (the ClipLoader's sampler)."""
+    rng = np.random.default_rng(seed)
+    visits = []
+    while len(visits) * k < n_clips:
+        for v in rng.permutation(len(paths)):
+            clips = [random_clip(num_frames[v], CLIP_LEN, rng=rng) for _ in range(k)]
+            visits.append((str(paths[v]), clips))
+            if len(visits) * k >= n_clips:
+                break
+    return visits
+
+
+def batches_of(visits, k):
+    per = BATCH // k
+    return [visits[i : i + per] for i in range(0, len(visits), per)]
+
+
+class ListBatches:
+    """A batch sampler whose batches can be swapped between epochs (warm-up, then the timed pass) while
+    persistent workers stay up: batch sampling happens in the main process."""
+
+    def __init__(self, batches):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self):
+        return len(self.batches)
+
+
+def baseline_loader(name, visits, k):
+    ds = B.VisitDataset(visits, name)
+    per = BATCH // k
+    all_batches = [list(range(i, min(i + per, len(visits)))) for i in range(0, len(visits), per)]
+    sampler = ListBatches(all_batches[:2])
+    dl = torch.utils.data.DataLoader(ds, batch_sampler=sampler, num_workers=CORES, collate_fn=B.cat_visits,
+                                     persistent_workers=True, prefetch_factor=2)
+    for _ in dl:  # start the workers, import the library, warm the caches
+        pass
+    sampler.batches = all_batches
+    return dl
+
+
+def run_dataloader(dl):
+    n = 0
+    t = time.perf_counter()
+    for x in dl:
+        n += x.shape[0]
+    return n, time.perf_counter() - t
+
+
+def run_read_clips(batches):
+    n = 0
+    t = time.perf_counter()
+    for b in batches:
+        x = torch.from_numpy(read_clips([(p, c) for p, clips in b for c in clips], threads=CORES, **READ_KW))
+        n += x.shape[0]
+    return n, time.perf_counter() - t
+
+
+def run_clip_loader(loader, n_clips):
+    n, epoch = 0, 1
+    t = time.perf_counter()
+    while n < n_clips:
+        loader.set_epoch(epoch)
+        for x, _ in loader:
+            n += x.shape[0]
+        epoch += 1
+    return n, time.perf_counter() - t
+
+
+def ffmpeg_limit(costs, visits, reps_costs=None):
+    """2 cores × clips / Σ forced decode seconds."""
+    total_us = sum(costs[p].forced_us(np.concatenate(clips)) for p, clips in visits)
+    n = sum(len(c) for _, c in visits)
+    return CORES * n / (total_us * 1e-6), total_us * 1e-3 / n
+
+
+def measure_costs(paths, reps):
+    """Per-packet decode µs, median over ``reps`` runs of the ffmpeg command."""
+    out = {}
+    for p in paths:
+        runs = [B.ffmpeg_packet_costs(p) for _ in range(reps)]
+        first = runs[0]
+        for r in runs[1:]:
+            assert np.array_equal(r.frame, first.frame)
+        first.cost_us = np.median(np.stack([r.cost_us for r in runs]), axis=0)
+        out[str(p)] = first
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Correctness: same frames from every method.
+
+
+def ffmpeg_reference(path):
+    """All frames of ``path`` scaled to 128×171 by the ``ffmpeg`` command and centre-cropped: (N,112,112,3)."""
+    h, w = B.SIZE
+    raw = subprocess.run([B.FFMPEG, "-v", "error", "-threads", "1", "-i", path, "-vf", f"scale={w}:{h}",
+                          "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], check=True, capture_output=True).stdout
+    full = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+    return full[:, B.TOP : B.TOP + B.CROP, B.LEFT : B.LEFT + B.CROP].astype(np.float32)
+
+
+def to_pixels(x: torch.Tensor) -> np.ndarray:
+    """float32 normalised (K, 3, T, 112, 112) → 0–255 float (K, T, 112, 112, 3)."""
+    mean = torch.tensor(B.MEAN).view(1, 3, 1, 1, 1)
+    std = torch.tensor(B.STD).view(1, 3, 1, 1, 1)
+    return ((x * std + mean) * 255).permute(0, 2, 3, 4, 1).numpy()
+
+
+def check_frames(visits):
+    """For a few visits: every method's output frame must be closest to the ffmpeg frame it asked for
+    (among all frames of the video), and the methods' pixels must agree closely."""
+    report = {"clips": 0, "frames": 0, "wrong_frames": {}, "mean_abs_diff_vs_ffmpeg": {}, "margin_min": {}}
+    methods = {"read_clips": lambda p, c: torch.from_numpy(read_clips([(p, x) for x in c], threads=1, **READ_KW))}
+    methods.update({m: (lambda p, c, m=m: B.finish(B.READERS[m](p, c))) for m in BASELINES})
+    for name in methods:
+        report["wrong_frames"][name] = 0
+        report["mean_abs_diff_vs_ffmpeg"][name] = []
+        report["margin_min"][name] = float("inf")
+    for path, clips in visits:
+        ref = ffmpeg_reference(path)
+        want = np.asarray(clips)
+        report["clips"] += len(clips)
+        report["frames"] += want.size
+        for name, fn in methods.items():
+            px = to_pixels(fn(path, clips))  # (K, T, 112, 112, 3)
+            for kk in range(want.shape[0]):
+                for t in range(want.shape[1]):
+                    d = np.abs(ref - px[kk, t]).mean(axis=(1, 2, 3))  # distance to every ffmpeg frame
+                    best = int(np.argmin(d))
+                    if best != want[kk, t] and d[want[kk, t]] > d[best]:
+                        report["wrong_frames"][name] += 1
+                    others = np.delete(d, want[kk, t])
+                    report["margin_min"][name] = min(report["margin_min"][name],
+                                                     float(others.min() - d[want[kk, t]]))
+                    report["mean_abs_diff_vs_ffmpeg"][name].append(float(d[want[kk, t]]))
+    for name in methods:
+        v = report["mean_abs_diff_vs_ffmpeg"][name]
+        report["mean_abs_diff_vs_ffmpeg"][name] = {"mean": float(np.mean(v)), "max": float(np.max(v))}
+    report["ok"] = all(n == 0 for n in report["wrong_frames"].values())
+    return report
+
+
+# ---------------------------------------------------------------------------------------------------
+# Where our time goes: the same visits through the pipeline's stages, one thread, per clip.
+
+
+def profile_ours(visits, reps):
+    def per_clip(fn):
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            for p, clips in visits:
+                fn(p, clips)
+            ts.append(time.perf_counter() - t)
+        return float(np.median(ts)) * 1e3 / sum(len(c) for _, c in visits)
+
+    def frames(p, clips):
+        return sorted({f for c in clips for f in c})
+
+    stages = {
+        "open (VideoReader: index)": lambda p, c: VideoReader(p),
+        "open + decode + rgb24 (get_frames)": lambda p, c: VideoReader(p).get_frames(frames(p, c)),
+        "+ resize 128x171 (get_frames size=)": lambda p, c: VideoReader(p).get_frames(frames(p, c), size=B.SIZE),
+        "read_clips uint8 NTHWC crop 112": lambda p, c: read_clips(
+            [(p, x) for x in c], size=B.SIZE, crop=B.CROP, layout="NTHWC", dtype="uint8", threads=1),
+        "read_clips float32 NCTHW normalised": lambda p, c: read_clips([(p, x) for x in c], threads=1, **READ_KW),
+    }
+    stages.update({f"{m} in-process (decode+resize+finish)": (lambda p, c, m=m: B.finish(B.READERS[m](p, c)))
+                   for m in BASELINES})
+    return {name: per_clip(fn) for name, fn in stages.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", type=int, default=40, help="videos per workload (default 40)")
+    ap.add_argument("--clips", type=int, default=160, help="clips per method per repetition (default 160)")
+    ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3; medians reported)")
+    ap.add_argument("--workloads", default="ucf:1,gop250:1,gop250:4",
+                    help="workload:clips_per_visit list (default ucf:1,gop250:1,gop250:4)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run: 8 videos, 32 clips, 1 repetition")
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.videos, args.clips, args.reps = 8, 32, 1
+    t_start = time.perf_counter()
+    torch.set_num_threads(1)  # the main process only receives batches; the work is in workers / Rust threads
+
+    specs = [(w, int(k)) for w, k in (s.split(":") for s in args.workloads.split(","))]
+    result = {
+        "bench": "loader",
+        "command": "python benches/bench_loader.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "loadavg_start": os.getloadavg()},
+        "params": {"videos": args.videos, "clips": args.clips, "reps": args.reps, "clip_len": CLIP_LEN,
+                   "batch": BATCH, "size": B.SIZE, "crop": B.CROP, "cores": CORES},
+        "versions": {},
+        "rows": [],
+    }
+    import av
+    import decord
+    import torchcodec
+    result["versions"] = {"av": av.__version__, "decord": decord.__version__, "torchcodec": torchcodec.__version__,
+                          "ffmpeg": subprocess.run([B.FFMPEG, "-version"], capture_output=True,
+                                                   text=True).stdout.split("\n")[0]}
+
+    costs_by_workload = {}
+    for w in sorted({w for w, _ in specs}):
+        t = time.perf_counter()
+        paths = B.make_workload(w, VIDEO_CACHE, videos=args.videos, seed=args.seed)
+        costs_by_workload[w] = (paths, measure_costs(paths, max(1, min(args.reps, 3))))
+        print(f"[{w}] {len(paths)} videos ready, ffmpeg packet costs measured ({time.perf_counter() - t:.1f} s)",
+              flush=True)
+
+    for w, k in specs:
+        paths, costs = costs_by_workload[w]
+        nf = [costs[str(p)].num_frames for p in paths]
+        visits = make_visits(paths, nf, args.clips, k, args.seed + 1)
+        batches = batches_of(visits, k)
+        limit, forced_ms = ffmpeg_limit(costs, visits)
+        loader = ClipLoader([(str(p), 0) for p in paths], clip_len=CLIP_LEN, clips_per_video=k, batch_size=BATCH,
+                            seed=args.seed, threads=CORES, prefetch=2, num_frames=nf, **READ_KW)
+        run_clip_loader(loader, BATCH)  # warm-up (imports, page cache)
+        run_read_clips(batches[:1])
+        dls = {m: baseline_loader(m, visits, k) for m in BASELINES}
+        runners = {"read_clips": lambda b=batches: run_read_clips(b),
+                   "ClipLoader": lambda ld=loader: run_clip_loader(ld, args.clips)}
+        runners.update({m: (lambda dl=dl: run_dataloader(dl)) for m, dl in dls.items()})
+        times = {m: [] for m in runners}
+        names = list(runners)
+        for r in range(args.reps):
+            for m in names[r % len(names):] + names[: r % len(names)]:  # rotate: load drifts hit all alike
+                n, dt = runners[m]()
+                times[m].append(n / dt)
+            print(f"[{w} K={k}] rep {r + 1}: " + ", ".join(f"{m} {times[m][-1]:.0f}" for m in names), flush=True)
+        del dls
+        med = {m: float(np.median(v)) for m, v in times.items()}
+        row = {"workload": w, "clips_per_visit": k, "visits": len(visits), "clips": sum(len(c) for _, c in visits),
+               "ffmpeg_limit_clips_per_s": limit, "ffmpeg_forced_ms_per_clip": forced_ms,
+               "clips_per_s": med, "clips_per_s_all": times,
+               "vs_decord": {m: med[m] / med["decord"] for m in med},
+               "vs_ffmpeg_limit": {m: med[m] / limit for m in med}}
+        result["rows"].append(row)
+
+    print("\nchecking frames ...", flush=True)
+    checks = {}
+    for w in sorted({w for w, _ in specs}):
+        paths, costs = costs_by_workload[w]
+        nf = [costs[str(p)].num_frames for p in paths]
+        checks[w] = check_frames(make_visits(paths[:3], nf[:3], 6, 2, args.seed + 7))
+    result["frame_check"] = checks
+
+    if not args.no_profile:
+        print("profiling ...", flush=True)
+        result["profile_ms_per_clip"] = {}
+        for w, k in specs:
+            paths, costs = costs_by_workload[w]
+            nf = [costs[str(p)].num_frames for p in paths]
+            visits = make_visits(paths, nf, min(args.clips, 48), k, args.seed + 3)
+            prof = profile_ours(visits, max(1, min(args.reps, 3)))
+            prof["ffmpeg forced decode (limit, 1 core)"] = ffmpeg_limit(costs, visits)[1]
+            result["profile_ms_per_clip"][f"{w}:{k}"] = prof
+
+    result["machine"]["loadavg_end"] = os.getloadavg()
+    result["seconds"] = time.perf_counter() - t_start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print()
+    print(render(result))
+    print(f"\nwrote {args.out} in {result['seconds']:.0f} s")
+
+
+def render(result) -> str:
+    methods = ["read_clips", "ClipLoader", *BASELINES]
+    lines = ["| workload | clips/visit | method | clips/s | × decord | % of FFmpeg limit |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        tag = f"| {row['workload']} | {row['clips_per_visit']} |"
+        for m in methods:
+            v = row["clips_per_s"][m]
+            lines.append(f"{tag} {m} | {v:.0f} | {row['vs_decord'][m]:.2f} | {100 * row['vs_ffmpeg_limit'][m]:.0f}% |")
+        lim = row["ffmpeg_limit_clips_per_s"]
+        lines.append(f"{tag} FFmpeg limit | {lim:.0f} | {lim / row['clips_per_s']['decord']:.2f} | 100% |")
+    if "frame_check" in result:
+        lines.append("")
+        for w, c in result["frame_check"].items():
+            wrong = ", ".join(f"{m} {n}" for m, n in c["wrong_frames"].items())
+            mad = ", ".join(f"{m} {v['mean']:.2f}" for m, v in c["mean_abs_diff_vs_ffmpeg"].items())
+            lines.append(f"frames [{w}]: {c['frames']} checked; wrong frames: {wrong}; "
+                         f"mean |diff| vs ffmpeg (0-255): {mad}")
+    if "profile_ms_per_clip" in result:
+        lines.append("")
+        keys = list(result["profile_ms_per_clip"])
+        lines.append("| ms per clip, 1 thread | " + " | ".join(keys) + " |")
+        lines.append("|---|" + "---|" * len(keys))
+        for stage in result["profile_ms_per_clip"][keys[0]]:
+            lines.append(f"| {stage} | " + " | ".join(f"{result['profile_ms_per_clip'][k][stage]:.2f}"
+                                                     for k in keys) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
