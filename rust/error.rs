@@ -19,11 +19,17 @@ pub enum ClipError {
 
 impl ClipError {
     pub fn decode(path: &Path, cause: impl std::fmt::Display) -> Self {
-        ClipError::Decode { path: path.to_path_buf(), cause: cause.to_string() }
+        ClipError::Decode {
+            path: path.to_path_buf(),
+            cause: cause.to_string(),
+        }
     }
 
     pub fn invalid(arg: impl Into<String>, msg: impl Into<String>) -> Self {
-        ClipError::InvalidArgument { arg: arg.into(), msg: msg.into() }
+        ClipError::InvalidArgument {
+            arg: arg.into(),
+            msg: msg.into(),
+        }
     }
 }
 

@@ -1,10 +1,20 @@
 //! c3d-distill's clip pipeline: plain Rust over FFmpeg (ffmpeg-next), usable and tested without
 //! Python. The PyO3 bindings live in `python.rs` alone, behind the `python` feature.
+//!
+//! `video` opens and indexes a file, `cache` keeps indexes per process, `decode` plans and runs the
+//! decoding of the frames a group of clips needs, `transform` turns a decoded frame into its place
+//! in the batch, and `clips` runs groups of clips in parallel into one buffer.
+pub mod cache;
+pub mod clips;
+pub mod decode;
 pub mod error;
+pub mod transform;
 pub mod video;
 
 #[cfg(feature = "python")]
 mod python;
 
+pub use clips::{read_clips, Batch, ClipRequest, DType, Data, Flip, Spec};
 pub use error::{ClipError, Result};
+pub use transform::{Layout, Resize};
 pub use video::{probe, VideoIndex};

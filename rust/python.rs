@@ -3,14 +3,23 @@
 //! (`to_py_err`).
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use numpy::ndarray::{ArrayD, IxDyn};
+use numpy::IntoPyArray;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::cache;
+use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
 use crate::error::ClipError;
-use crate::video;
+use crate::transform::{Layout, Resize};
+use crate::video::VideoIndex;
 
 create_exception!(
     _clips,
@@ -21,9 +30,11 @@ create_exception!(
 
 fn to_py_err(err: ClipError) -> PyErr {
     match &err {
-        ClipError::NotFound { path } => {
-            PyFileNotFoundError::new_err((2, "No such file or directory", path.display().to_string()))
-        }
+        ClipError::NotFound { path } => PyFileNotFoundError::new_err((
+            2,
+            "No such file or directory",
+            path.display().to_string(),
+        )),
         ClipError::Decode { .. } => VideoDecodeError::new_err(err.to_string()),
         ClipError::InvalidArgument { .. } => PyValueError::new_err(err.to_string()),
         ClipError::Interrupted => PyKeyboardInterrupt::new_err("interrupted while reading clips"),
@@ -32,7 +43,11 @@ fn to_py_err(err: ClipError) -> PyErr {
 
 /// Run `f` without the GIL; a panic inside becomes a `VideoDecodeError` that names `what`, never an
 /// abort or a `PanicException` escaping as a BaseException.
-fn guarded<T: Send>(py: Python<'_>, what: &str, f: impl FnOnce() -> Result<T, ClipError> + Send) -> PyResult<T> {
+fn guarded<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    f: impl FnOnce() -> Result<T, ClipError> + Send,
+) -> PyResult<T> {
     let result = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
     match result {
         Ok(r) => r.map_err(to_py_err),
@@ -42,16 +57,14 @@ fn guarded<T: Send>(py: Python<'_>, what: &str, f: impl FnOnce() -> Result<T, Cl
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            Err(VideoDecodeError::new_err(format!("{what}: internal error (Rust panic: {msg})")))
+            Err(VideoDecodeError::new_err(format!(
+                "{what}: internal error (Rust panic: {msg})"
+            )))
         }
     }
 }
 
-/// probe(path) -> dict with width, height, fps, num_frames, duration, codec, keyframes.
-#[pyfunction]
-fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
-    let what = path.display().to_string();
-    let index = guarded(py, &what, || video::probe(&path))?;
+fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("path", index.path.display().to_string())?;
     d.set_item("width", index.width)?;
@@ -59,9 +72,192 @@ fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("fps", index.fps)?;
     d.set_item("num_frames", index.num_frames)?;
     d.set_item("duration", index.duration)?;
-    d.set_item("codec", index.codec)?;
-    d.set_item("keyframes", index.keyframes)?;
+    d.set_item("codec", &index.codec)?;
+    d.set_item("keyframes", &index.keyframes)?;
     Ok(d)
+}
+
+/// probe(path) -> dict with width, height, fps, num_frames, duration, codec, keyframes.
+/// Cached per process (path, mtime, size); read from the packets when they can be trusted.
+#[pyfunction]
+fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let what = path.display().to_string();
+    let index = guarded(py, &what, || cache::index(&path))?;
+    index_dict(py, &index)
+}
+
+/// probe_exact(path) -> the same dict, from an index built by decoding every frame.
+#[pyfunction]
+fn probe_exact<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+    let what = path.display().to_string();
+    let index = guarded(py, &what, || cache::exact_index(&path))?;
+    index_dict(py, &index)
+}
+
+/// Forget every cached video index.
+#[pyfunction]
+fn clear_cache() {
+    cache::clear();
+}
+
+/// Number of cached video indexes.
+#[pyfunction]
+fn cache_len() -> usize {
+    cache::len()
+}
+
+/// How often the waiting thread wakes to let Python handle signals (Ctrl-C) during a long read.
+const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// The Rust side of `read_clips` (arguments already normalised by `data/reader.py`).
+/// Returns `(array, ok_positions, failed)` with `failed = [(position, path, kind, message)]`.
+#[pyfunction]
+#[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip))]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn read_clips<'py>(
+    py: Python<'py>,
+    clips: Vec<(PathBuf, Vec<i64>)>,
+    size: Option<(u32, u32)>,
+    short_side: Option<u32>,
+    crop: Option<(u32, u32)>,
+    random_crop: bool,
+    flip: u8,
+    seed: u64,
+    layout: &str,
+    dtype: &str,
+    mean: Option<[f32; 3]>,
+    std: Option<[f32; 3]>,
+    threads: Option<usize>,
+    skip: bool,
+) -> PyResult<(
+    Bound<'py, PyAny>,
+    Vec<usize>,
+    Vec<(usize, String, String, String)>,
+)> {
+    let resize = match (size, short_side) {
+        (Some((h, w)), None) => Resize::Fixed(h, w),
+        (None, Some(s)) => Resize::ShortSide(s),
+        (None, None) => Resize::Keep,
+        _ => {
+            return Err(PyValueError::new_err(
+                "size: give (h, w) or a short side, not both",
+            ))
+        }
+    };
+    let spec = Spec {
+        resize,
+        crop,
+        random_crop,
+        flip: match flip {
+            0 => Flip::Never,
+            1 => Flip::Always,
+            2 => Flip::Random,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "flip: {flip} is not 0, 1 or 2"
+                )))
+            }
+        },
+        seed,
+        layout: Layout::parse(layout).map_err(to_py_err)?,
+        dtype: match dtype {
+            "uint8" => DType::U8,
+            "float32" => DType::F32,
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "dtype: {dtype:?} is not 'uint8' or 'float32'"
+                )))
+            }
+        },
+        mean: mean.unwrap_or([0.0; 3]),
+        std: std.unwrap_or([1.0; 3]),
+    };
+    let threads = threads.unwrap_or_else(clips::default_threads);
+    let requests: Vec<ClipRequest> = clips
+        .into_iter()
+        .map(|(path, frames)| ClipRequest { path, frames })
+        .collect();
+
+    // The work runs on its own thread while this one waits without the GIL, waking every
+    // SIGNAL_POLL to run Python's signal handlers: Ctrl-C sets `cancel`, the decoders stop at their
+    // next packet, and KeyboardInterrupt is raised here promptly.
+    let cancel = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel();
+    let rx = std::sync::Mutex::new(rx); // shared with the detached closures (a Receiver is not Sync)
+    let outcome = std::thread::scope(|scope| {
+        let (requests, spec, cancel) = (&requests, &spec, &cancel);
+        scope.spawn(move || {
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                clips::read_clips(requests, spec, threads, skip, cancel)
+            }));
+            let _ = tx.send(r);
+        });
+        loop {
+            match py.detach(|| {
+                rx.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv_timeout(SIGNAL_POLL)
+            }) {
+                Ok(r) => return Ok(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        cancel.store(true, Ordering::Relaxed);
+                        let _ = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
+                        return Err(e);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Ok(Err(Box::new("worker thread ended without a result")
+                        as Box<dyn std::any::Any + Send>))
+                }
+            }
+        }
+    })?;
+    let batch = match outcome {
+        Ok(r) => r.map_err(to_py_err)?,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            return Err(VideoDecodeError::new_err(format!(
+                "read_clips: internal error (Rust panic: {msg})"
+            )));
+        }
+    };
+    let shape = IxDyn(&batch.shape);
+    // The buffer becomes the numpy array's memory: no copy.
+    let array = match batch.data {
+        Data::U8(v) => ArrayD::from_shape_vec(shape, v).map(|a| a.into_pyarray(py).into_any()),
+        Data::F32(v) => ArrayD::from_shape_vec(shape, v).map(|a| a.into_pyarray(py).into_any()),
+    }
+    .map_err(|e| VideoDecodeError::new_err(format!("read_clips: internal error (shape: {e})")))?;
+    let failed = batch
+        .failed
+        .iter()
+        .map(|(pos, e)| {
+            let kind = match e {
+                ClipError::NotFound { .. } => "FileNotFoundError",
+                ClipError::Decode { .. } => "VideoDecodeError",
+                ClipError::InvalidArgument { .. } => "ValueError",
+                ClipError::Interrupted => "KeyboardInterrupt",
+            };
+            (
+                *pos,
+                requests[*pos].path.display().to_string(),
+                kind.to_string(),
+                e.to_string(),
+            )
+        })
+        .collect();
+    Ok((array, batch.ok, failed))
+}
+
+/// Threads `read_clips` uses by default: the cores this process may run on.
+#[pyfunction]
+fn default_threads() -> usize {
+    clips::default_threads()
 }
 
 #[pymodule]
@@ -69,6 +265,11 @@ fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
 fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VideoDecodeError", m.py().get_type::<VideoDecodeError>())?;
     m.add_function(wrap_pyfunction!(probe, m)?)?;
+    m.add_function(wrap_pyfunction!(probe_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(read_clips, m)?)?;
+    m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
+    m.add_function(wrap_pyfunction!(cache_len, m)?)?;
+    m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

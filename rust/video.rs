@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-use ffmpeg_next as ffmpeg;
 use ffmpeg::{codec, format, media, Rational};
+use ffmpeg_next as ffmpeg;
 
 use crate::error::{ClipError, Result};
 
@@ -47,7 +47,9 @@ pub struct Opened {
 pub fn open(path: &Path) -> Result<Opened> {
     init();
     if !path.exists() {
-        return Err(ClipError::NotFound { path: path.to_path_buf() });
+        return Err(ClipError::NotFound {
+            path: path.to_path_buf(),
+        });
     }
     if path.is_dir() {
         return Err(ClipError::decode(path, "is a directory, not a video file"));
@@ -61,14 +63,27 @@ pub fn open(path: &Path) -> Result<Opened> {
         .map_err(|e| ClipError::decode(path, format!("not a readable video container ({e})")))?;
     let demuxer = input.format().name().to_string();
     if REFUSED_DEMUXERS.contains(&demuxer.as_str()) {
-        return Err(ClipError::decode(path, format!("not a video: FFmpeg recognises it only as '{demuxer}' (text)")));
+        return Err(ClipError::decode(
+            path,
+            format!("not a video: FFmpeg recognises it only as '{demuxer}' (text)"),
+        ));
     }
     let stream = input.streams().best(media::Type::Video).ok_or_else(|| {
-        ClipError::decode(path, format!("no video stream (container '{demuxer}' has {} other stream(s))", input.streams().count()))
+        ClipError::decode(
+            path,
+            format!(
+                "no video stream (container '{demuxer}' has {} other stream(s))",
+                input.streams().count()
+            ),
+        )
     })?;
     let stream_index = stream.index();
     let time_base = stream.time_base();
-    Ok(Opened { input, stream_index, time_base })
+    Ok(Opened {
+        input,
+        stream_index,
+        time_base,
+    })
 }
 
 /// A decoder for the selected stream. `threads` = 1 keeps one clip on one core, which is what the
@@ -80,7 +95,11 @@ pub fn decoder(path: &Path, opened: &Opened, threads: usize) -> Result<ffmpeg::d
         .ok_or_else(|| ClipError::decode(path, "video stream vanished"))?;
     let mut ctx = codec::context::Context::from_parameters(stream.parameters())
         .map_err(|e| ClipError::decode(path, format!("bad codec parameters ({e})")))?;
-    ctx.set_threading(codec::threading::Config { kind: codec::threading::Type::Frame, count: threads, ..Default::default() });
+    ctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        count: threads,
+        ..Default::default()
+    });
     let id = ctx.id();
     ctx.decoder()
         .video()
@@ -108,6 +127,14 @@ pub struct VideoIndex {
     pub frame_pts: Vec<i64>,
     /// The stream's time base as (num, den).
     pub time_base: (i32, i32),
+    /// `frame_pts` are the timestamps the decoder itself gives each frame, all present and strictly
+    /// increasing, so a frame decoded after a seek can be numbered by looking its timestamp up. When
+    /// false the reader never seeks: it decodes from the start and counts.
+    pub pts_reliable: bool,
+    /// Built by decoding every frame (the ground truth). When false it was read from the packets
+    /// alone (`index_packets`); the reader checks each frame it decodes against it and rebuilds the
+    /// index by decoding when they disagree.
+    pub exact: bool,
 }
 
 /// Upper bound on consecutive demux/decode errors before a file is declared unreadable. A corrupt
@@ -118,7 +145,10 @@ const MAX_CONSECUTIVE_ERRORS: usize = 64;
 pub fn probe(path: &Path) -> Result<VideoIndex> {
     let mut opened = open(path)?;
     let mut dec = decoder(path, &opened, 0)?;
-    let codec = dec.codec().map(|c| c.name().to_string()).unwrap_or_else(|| format!("{:?}", dec.id()).to_lowercase());
+    let codec = dec
+        .codec()
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| format!("{:?}", dec.id()).to_lowercase());
 
     let mut frame = ffmpeg::frame::Video::empty();
     let mut frame_pts: Vec<i64> = Vec::new();
@@ -127,20 +157,28 @@ pub fn probe(path: &Path) -> Result<VideoIndex> {
     let mut height = 0u32;
     let mut errors = 0usize;
     let mut last_error = String::new();
+    let mut missing_pts = false;
 
-    let mut drain = |dec: &mut ffmpeg::decoder::Video, frame_pts: &mut Vec<i64>, key_flags: &mut Vec<bool>| {
-        while dec.receive_frame(&mut frame).is_ok() {
-            // Frames without any timestamp get the next integer after the previous one, so that the
-            // index stays strictly ordered.
-            let ts = frame.timestamp().unwrap_or_else(|| frame_pts.last().map_or(0, |p| p + 1));
-            frame_pts.push(ts);
-            key_flags.push(frame.is_key());
-            if width == 0 {
-                width = frame.width();
-                height = frame.height();
+    let mut drain =
+        |dec: &mut ffmpeg::decoder::Video, frame_pts: &mut Vec<i64>, key_flags: &mut Vec<bool>| {
+            while dec.receive_frame(&mut frame).is_ok() {
+                // Frames without any timestamp get the next integer after the previous one, so that the
+                // index stays strictly ordered.
+                let ts = match frame.timestamp() {
+                    Some(t) => t,
+                    None => {
+                        missing_pts = true;
+                        frame_pts.last().map_or(0, |p| p + 1)
+                    }
+                };
+                frame_pts.push(ts);
+                key_flags.push(frame.is_key());
+                if width == 0 {
+                    width = frame.width();
+                    height = frame.height();
+                }
             }
-        }
-    };
+        };
 
     let mut packet = ffmpeg::Packet::empty();
     loop {
@@ -175,37 +213,203 @@ pub fn probe(path: &Path) -> Result<VideoIndex> {
     drain(&mut dec, &mut frame_pts, &mut key_flags);
 
     if frame_pts.is_empty() {
-        let why = if last_error.is_empty() { "no frame could be decoded".to_string() } else { format!("no frame could be decoded ({last_error})") };
+        let why = if last_error.is_empty() {
+            "no frame could be decoded".to_string()
+        } else {
+            format!("no frame could be decoded ({last_error})")
+        };
         return Err(ClipError::decode(path, why));
     }
 
     // Presentation order is the decoder's output order; timestamps must increase along it for the
-    // planner's binary search. Repair the rare non-monotonic stream by forcing strict increase.
+    // planner's binary search. Repair the rare non-monotonic stream by forcing strict increase; such
+    // a stream's timestamps cannot number frames after a seek, so the reader will not seek in it.
+    let mut pts_reliable = !missing_pts;
     for i in 1..frame_pts.len() {
         if frame_pts[i] <= frame_pts[i - 1] {
             frame_pts[i] = frame_pts[i - 1] + 1;
+            pts_reliable = false;
         }
     }
+    let index = finish_index(
+        path,
+        &opened,
+        codec,
+        width,
+        height,
+        frame_pts,
+        &key_flags,
+        pts_reliable,
+        true,
+    );
+    Ok(index)
+}
 
-    let stream = opened.input.stream(opened.stream_index).expect("stream index checked in open()");
+/// Codecs whose packets in a file-based container are one shown frame each, so the packets alone
+/// number the frames the way decoding does: H.264/HEVC access units, MPEG-4 part 2 without B-frames
+/// (checked below: packed B-frames break this), intra-only codecs, and VP9/AV1 whose hidden frames
+/// the WebM/MP4 mappings require to be packed with a shown one.
+const PACKET_INDEXED_CODECS: &[codec::Id] = &[
+    codec::Id::H264,
+    codec::Id::HEVC,
+    codec::Id::MPEG4,
+    codec::Id::MJPEG,
+    codec::Id::VP9,
+    codec::Id::AV1,
+    codec::Id::MPEG1VIDEO,
+    codec::Id::MPEG2VIDEO,
+    codec::Id::PRORES,
+    codec::Id::FFV1,
+    codec::Id::RAWVIDEO,
+];
+
+/// Index `path` from its packets alone (no decoding: the cost of reading the file), or `Ok(None)`
+/// when the packets cannot be trusted to number frames like the decoder: an unlisted codec, a
+/// packet without a timestamp or marked corrupt/discard, duplicate timestamps, a read error, or a
+/// first frame (in presentation order) that is not a keyframe. The caller then uses `probe`.
+///
+/// Such an index has `exact = false`: the reader compares every frame it decodes with it and falls
+/// back to `probe` on the first disagreement.
+pub fn index_packets(path: &Path) -> Result<Option<VideoIndex>> {
+    let mut opened = open(path)?;
+    let (id, width, height, video_delay) = {
+        let stream = opened
+            .input
+            .stream(opened.stream_index)
+            .expect("stream index checked in open()");
+        let par = stream.parameters();
+        // SAFETY: the parameters belong to a stream of the open input and outlive this block.
+        let raw = unsafe { &*par.as_ptr() };
+        (par.id(), raw.width, raw.height, raw.video_delay)
+    };
+    if !PACKET_INDEXED_CODECS.contains(&id) || width <= 0 || height <= 0 {
+        return Ok(None);
+    }
+    if id == codec::Id::MPEG4 && video_delay > 0 {
+        return Ok(None); // B-frames: AVI gives no pts and "packed bitstream" packets hold two frames.
+    }
+    let demuxer = opened.input.format().name().to_string();
+    if demuxer.contains("h264")
+        || demuxer.contains("hevc")
+        || demuxer.contains("mpegts")
+        || demuxer.contains("mpeg")
+    {
+        // Raw elementary streams and MPEG-PS/TS carry partial or estimated timestamps.
+        return Ok(None);
+    }
+    let mut packets: Vec<(i64, bool)> = Vec::new();
+    let mut packet = ffmpeg::Packet::empty();
+    loop {
+        match packet.read(&mut opened.input) {
+            Ok(()) => {
+                if packet.stream() != opened.stream_index {
+                    continue;
+                }
+                let flags = packet.flags();
+                if packet.is_corrupt()
+                    || (flags.bits() & ffmpeg::ffi::AV_PKT_FLAG_DISCARD) != 0
+                    || packet.size() == 0
+                {
+                    return Ok(None);
+                }
+                match packet.pts() {
+                    Some(pts) => packets.push((pts, packet.is_key())),
+                    None => return Ok(None),
+                }
+            }
+            Err(ffmpeg::Error::Eof) => break,
+            Err(_) => return Ok(None),
+        }
+    }
+    if packets.is_empty() {
+        return Ok(None);
+    }
+    packets.sort_unstable_by_key(|p| p.0);
+    if packets.windows(2).any(|w| w[0].0 == w[1].0) || !packets[0].1 {
+        return Ok(None);
+    }
+    let codec = ffmpeg::decoder::find(id)
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| format!("{id:?}").to_lowercase());
+    let frame_pts: Vec<i64> = packets.iter().map(|p| p.0).collect();
+    let key_flags: Vec<bool> = packets.iter().map(|p| p.1).collect();
+    Ok(Some(finish_index(
+        path,
+        &opened,
+        codec,
+        width as u32,
+        height as u32,
+        frame_pts,
+        &key_flags,
+        true,
+        false,
+    )))
+}
+
+/// Container-level facts (fps, duration) around a frame list, shared by both ways of indexing.
+#[allow(clippy::too_many_arguments)]
+fn finish_index(
+    path: &Path,
+    opened: &Opened,
+    codec: String,
+    width: u32,
+    height: u32,
+    frame_pts: Vec<i64>,
+    key_flags: &[bool],
+    pts_reliable: bool,
+    exact: bool,
+) -> VideoIndex {
+    let stream = opened
+        .input
+        .stream(opened.stream_index)
+        .expect("stream index checked in open()");
     let tb = opened.time_base;
     let num_frames = frame_pts.len();
-    let rate = |r: Rational| if r.numerator() > 0 && r.denominator() > 0 { Some(f64::from(r)) } else { None };
-    let stream_duration = if stream.duration() > 0 && tb.denominator() > 0 { Some(stream.duration() as f64 * f64::from(tb)) } else { None };
-    let container_duration = if opened.input.duration() > 0 { Some(opened.input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE)) } else { None };
+    let rate = |r: Rational| {
+        if r.numerator() > 0 && r.denominator() > 0 {
+            Some(f64::from(r))
+        } else {
+            None
+        }
+    };
+    let stream_duration = if stream.duration() > 0 && tb.denominator() > 0 {
+        Some(stream.duration() as f64 * f64::from(tb))
+    } else {
+        None
+    };
+    let container_duration = if opened.input.duration() > 0 {
+        Some(opened.input.duration() as f64 / f64::from(ffmpeg::ffi::AV_TIME_BASE))
+    } else {
+        None
+    };
     let duration_hdr = stream_duration.or(container_duration);
     let fps = rate(stream.avg_frame_rate())
         .or_else(|| rate(stream.rate()))
-        .or_else(|| duration_hdr.filter(|d| *d > 0.0).map(|d| num_frames as f64 / d))
+        .or_else(|| {
+            duration_hdr
+                .filter(|d| *d > 0.0)
+                .map(|d| num_frames as f64 / d)
+        })
         .unwrap_or(0.0);
-    let duration = duration_hdr.unwrap_or_else(|| if fps > 0.0 { num_frames as f64 / fps } else { 0.0 });
-    let mut keyframes: Vec<usize> = key_flags.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect();
+    let duration = duration_hdr.unwrap_or_else(|| {
+        if fps > 0.0 {
+            num_frames as f64 / fps
+        } else {
+            0.0
+        }
+    });
+    let mut keyframes: Vec<usize> = key_flags
+        .iter()
+        .enumerate()
+        .filter(|(_, k)| **k)
+        .map(|(i, _)| i)
+        .collect();
     if keyframes.first() != Some(&0) {
         // The first decodable frame is where decoding starts from; treat it as a seek point.
         keyframes.insert(0, 0);
     }
 
-    Ok(VideoIndex {
+    VideoIndex {
         path: path.to_path_buf(),
         width,
         height,
@@ -216,7 +420,9 @@ pub fn probe(path: &Path) -> Result<VideoIndex> {
         keyframes,
         frame_pts,
         time_base: (tb.numerator(), tb.denominator()),
-    })
+        pts_reliable,
+        exact,
+    }
 }
 
 #[cfg(test)]
@@ -226,12 +432,21 @@ pub(crate) mod tests {
 
     /// Encode a test pattern with the ffmpeg command into a temp folder (shared by the crate's tests).
     pub(crate) fn make_video(name: &str, args: &[&str]) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("c3d_distill_rust_tests_{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("c3d_distill_rust_tests_{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         if !path.exists() {
             let status = Command::new("ffmpeg")
-                .args(["-y", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25"])
+                .args([
+                    "-y",
+                    "-v",
+                    "error",
+                    "-f",
+                    "lavfi",
+                    "-i",
+                    "testsrc2=size=320x240:rate=25",
+                ])
                 .args(args)
                 .arg(&path)
                 .status()
@@ -243,7 +458,10 @@ pub(crate) mod tests {
 
     #[test]
     fn probe_counts_frames_and_keyframes() {
-        let path = make_video("probe_h264.mp4", &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"]);
+        let path = make_video(
+            "probe_h264.mp4",
+            &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"],
+        );
         let idx = probe(&path).unwrap();
         assert_eq!(idx.num_frames, 40);
         assert_eq!((idx.width, idx.height), (320, 240));
@@ -255,7 +473,10 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_and_garbage_files_are_errors() {
-        assert!(matches!(probe(Path::new("/definitely/not/here.mp4")), Err(ClipError::NotFound { .. })));
+        assert!(matches!(
+            probe(Path::new("/definitely/not/here.mp4")),
+            Err(ClipError::NotFound { .. })
+        ));
         let junk = std::env::temp_dir().join(format!("c3d_junk_{}.avi", std::process::id()));
         std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
         let err = probe(&junk).unwrap_err();

@@ -1,10 +1,234 @@
-"""VideoReader and read_clips (placeholder until the Rust clip pipeline lands)."""
+"""Frame-exact video reading and batched clip reading, backed by the Rust extension
+(``c3d_distill._clips``).
+
+Frame ``i`` is the ``i``-th frame in presentation order, numbered as
+``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them. This module only checks and normalises the
+arguments; decoding, resizing, cropping and stacking happen in Rust with the GIL released.
+"""
+
+from __future__ import annotations
+
+import operator
+import os
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .. import _clips
+
+__all__ = ["VideoReader", "read_clips"]
+
+_LAYOUTS = ("NCTHW", "NTCHW", "NTHWC")
+_DTYPES = ("uint8", "float32")
 
 
-class VideoReader:  # replaced by the clip pipeline work
-    def __init__(self, *a, **k):
-        raise NotImplementedError("VideoReader is being built")
+def _positive_int(value: Any, arg: str) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"{arg}: expected a positive integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{arg}: expected a positive integer, got {value!r}") from None
+    if v <= 0:
+        raise ValueError(f"{arg}: must be positive, got {v}")
+    return v
 
 
-def read_clips(*a, **k):
-    raise NotImplementedError("read_clips is being built")
+def _hw(value: Any, arg: str) -> tuple[int, int]:
+    """(h, w) from an int (square) or a pair."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ValueError(f"{arg}: expected (height, width), got {value!r}")
+        return _positive_int(value[0], arg), _positive_int(value[1], arg)
+    v = _positive_int(value, arg)
+    return v, v
+
+
+def _indices(frames: Any, arg: str) -> list[int]:
+    """Frame indices as Python ints (a list, tuple, range or integer numpy array)."""
+    if isinstance(frames, np.ndarray):
+        if frames.ndim != 1 or not (np.issubdtype(frames.dtype, np.integer) or frames.size == 0):
+            raise ValueError(f"{arg}: expected a 1-D array of integers, got {frames.dtype} with shape {frames.shape}")
+        return frames.astype(np.int64).tolist()
+    if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
+        raise ValueError(f"{arg}: expected a sequence of frame indices, got {type(frames).__name__}")
+    out = []
+    for f in frames:
+        if isinstance(f, bool):
+            raise ValueError(f"{arg}: frame indices must be integers, got {f!r}")
+        try:
+            out.append(operator.index(f))
+        except TypeError:
+            raise ValueError(f"{arg}: frame indices must be integers, got {f!r}") from None
+    return out
+
+
+def _triple(value: Any, arg: str) -> list[float] | None:
+    if value is None:
+        return None
+    try:
+        v = [float(x) for x in value]
+    except (TypeError, ValueError):
+        raise ValueError(f"{arg}: expected 3 numbers (one per RGB channel, 0-1 scale), got {value!r}") from None
+    if len(v) != 3:
+        raise ValueError(f"{arg}: expected 3 numbers (one per RGB channel, 0-1 scale), got {len(v)}")
+    return v
+
+
+def read_clips(
+    clips: Sequence[tuple[str | os.PathLike, Sequence[int]]],
+    *,
+    size: int | tuple[int, int] | None = (128, 171),
+    crop: int | tuple[int, int] | None = 112,
+    crop_mode: str = "center",
+    flip: bool | str = False,
+    seed: int = 0,
+    layout: str = "NCTHW",
+    dtype: str = "uint8",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    threads: int | None = None,
+    on_error: str = "raise",
+) -> np.ndarray | tuple[np.ndarray, dict]:
+    """Decode many clips into one array.
+
+    ``clips`` is a list of ``(path, frame_indices)``; every clip has the same number of frames T.
+    Each frame is resized (``size``: ``(h, w)``, an ``int`` short side keeping the aspect ratio, or
+    ``None``), cropped (``crop``: ``int`` square, ``(h, w)`` or ``None``; ``crop_mode`` ``"center"``
+    or ``"random"``) and optionally mirrored (``flip``: ``False``, ``True`` or ``"random"``). Random
+    crop and flip are drawn per clip from ``(seed, position in clips)`` and shared by its frames.
+
+    Returns an array of shape ``(N, 3, T, H, W)`` (``layout="NCTHW"``), ``(N, T, 3, H, W)``
+    (``"NTCHW"``) or ``(N, T, H, W, 3)`` (``"NTHWC"``), RGB, C-contiguous; ``uint8`` or ``float32``
+    (``x / 255``, then ``(x - mean[c]) / std[c]`` when given). The array owns memory written by
+    Rust; ``torch.from_numpy`` shares it. An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
+    folded input of the 2D students, without a copy.
+
+    ``threads`` (default: the cores available) decode videos in parallel; the clips of one video
+    are decoded in a single forward pass. With ``on_error="skip"`` the result is
+    ``(array, report)``: the array holds only the clips that succeeded, in order, and
+    ``report = {"ok": [positions], "failed": [(position, path, message), ...]}``.
+
+    Raises ``FileNotFoundError`` (missing file), ``VideoDecodeError`` (undecodable file, naming it
+    and the cause), ``ValueError`` (a bad argument or a frame index out of range, naming it) and
+    ``KeyboardInterrupt`` promptly on Ctrl-C.
+    """
+    if isinstance(clips, (str, bytes)) or not isinstance(clips, Iterable):
+        raise ValueError(f"clips: expected a list of (path, frame_indices), got {type(clips).__name__}")
+    requests = []
+    for i, clip in enumerate(clips):
+        try:
+            path, frames = clip
+        except (TypeError, ValueError):
+            raise ValueError(f"clips[{i}]: expected (path, frame_indices), got {clip!r:.100}") from None
+        try:
+            path = os.fspath(path)
+        except TypeError:
+            raise ValueError(f"clips[{i}]: path must be a str or os.PathLike, got {type(path).__name__}") from None
+        if isinstance(path, bytes):
+            path = os.fsdecode(path)
+        requests.append((path, _indices(frames, f"clips[{i}]")))
+    if not requests:
+        raise ValueError("clips: no clips given")
+
+    fixed_size = short_side = None
+    if size is not None:
+        if isinstance(size, Sequence) and not isinstance(size, str):
+            fixed_size = _hw(size, "size")
+        else:
+            short_side = _positive_int(size, "size")
+    crop_hw = None if crop is None else _hw(crop, "crop")
+    if crop_mode not in ("center", "random"):
+        raise ValueError(f"crop_mode: {crop_mode!r} is not 'center' or 'random'")
+    if flip is False:
+        flip_code = 0
+    elif flip is True:
+        flip_code = 1
+    elif flip == "random":
+        flip_code = 2
+    else:
+        raise ValueError(f"flip: {flip!r} is not False, True or 'random'")
+    if isinstance(seed, bool):
+        raise ValueError(f"seed: expected an integer, got {seed!r}")
+    try:
+        seed = operator.index(seed) % (1 << 64)
+    except TypeError:
+        raise ValueError(f"seed: expected an integer, got {seed!r}") from None
+    if layout not in _LAYOUTS:
+        raise ValueError(f"layout: {layout!r} is not one of {', '.join(map(repr, _LAYOUTS))}")
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not 'uint8' or 'float32'")
+    mean_v, std_v = _triple(mean, "mean"), _triple(std, "std")
+    if dtype == "uint8" and (mean_v is not None or std_v is not None):
+        raise ValueError("mean/std: normalisation needs dtype='float32'")
+    if std_v is not None and any(s == 0 for s in std_v):
+        raise ValueError(f"std: {std_v} contains 0")
+    threads_n = None if threads is None else _positive_int(threads, "threads")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error: {on_error!r} is not 'raise' or 'skip'")
+
+    array, ok, failed = _clips.read_clips(
+        requests, size=fixed_size, short_side=short_side, crop=crop_hw, random_crop=crop_mode == "random",
+        flip=flip_code, seed=seed, layout=layout, dtype=dtype, mean=mean_v, std=std_v, threads=threads_n,
+        skip=on_error == "skip",
+    )
+    if on_error == "raise":
+        return array
+    return array, {"ok": list(ok), "failed": [(pos, path, msg) for pos, path, _kind, msg in failed]}
+
+
+class VideoReader:
+    """Random access to the frames of one video, by frame number.
+
+    Opening reads the video's index once per process (cached by path, modification time and size):
+    ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        info = _clips.probe(self.path)
+        self.num_frames: int = info["num_frames"]
+        self.fps: float = info["fps"]
+        self.width: int = info["width"]
+        self.height: int = info["height"]
+        self.duration: float = info["duration"]
+        self.codec: str = info["codec"]
+        self.keyframes: list[int] = info["keyframes"]
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def __repr__(self) -> str:
+        return (f"VideoReader({self.path!r}, {self.num_frames} frames, {self.width}x{self.height}, "
+                f"{self.fps:.3g} fps, {self.codec})")
+
+    def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None,
+                   threads: int | None = None) -> np.ndarray:
+        """Frames ``indices`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8 RGB.
+
+        ``size=(h, w)`` resizes while decoding (bicubic, as ``ffmpeg -vf scale=w:h``). Each distinct
+        frame is decoded once; the decoder seeks forward to the keyframe before the next wanted
+        frame when that saves decoding. Raises ``ValueError`` for an index outside
+        ``[0, num_frames)``.
+        """
+        idx = _indices(indices, "indices")
+        bad = [i for i in idx if not 0 <= i < self.num_frames]
+        if bad:
+            raise ValueError(f"indices: {bad[:5]} out of range for {self.path} ({self.num_frames} frames)")
+        if size is not None:
+            h, w = _hw(size, "size")
+        else:
+            h, w = self.height, self.width
+        if not idx:
+            return np.empty((0, h, w, 3), np.uint8)
+        out = read_clips([(self.path, idx)], size=None if size is None else (h, w), crop=None,
+                         layout="NTHWC", dtype="uint8", threads=threads)
+        return out[0]
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Frame ``i`` (negative counts from the end) as ``(H, W, 3)`` uint8."""
+        i = operator.index(i)
+        if i < 0:
+            i += self.num_frames
+        return self.get_frames([i])[0]

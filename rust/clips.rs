@@ -1,0 +1,720 @@
+//! `read_clips`: many clips, from many videos, into one preallocated batch tensor.
+//!
+//! Clips are grouped by video so that all clips of one video are decoded in one forward pass (the
+//! planner in `decode.rs` sees the union of their frames). Groups run in parallel on a rayon pool;
+//! each writes straight into its clips' disjoint parts of the output buffer, which the Python side
+//! then hands to numpy without a copy.
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rayon::prelude::*;
+
+use crate::cache;
+use crate::decode::{self, Pass};
+use crate::error::{ClipError, Result};
+use crate::transform::{self, Geometry, Layout, Lut, Resize, RgbImage, Scaler};
+use crate::video::VideoIndex;
+
+/// One clip: a video and the frames to take from it, in clip order (repeats allowed).
+#[derive(Debug, Clone)]
+pub struct ClipRequest {
+    pub path: PathBuf,
+    pub frames: Vec<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flip {
+    Never,
+    Always,
+    /// Each clip is mirrored with probability 1/2, drawn from (seed, clip position).
+    Random,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DType {
+    U8,
+    F32,
+}
+
+/// Everything about the output except the clips themselves.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub resize: Resize,
+    /// (height, width) of the crop window; `None` keeps the resized frame whole.
+    pub crop: Option<(u32, u32)>,
+    pub random_crop: bool,
+    pub flip: Flip,
+    pub seed: u64,
+    pub layout: Layout,
+    pub dtype: DType,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+impl Default for Spec {
+    fn default() -> Self {
+        Spec {
+            resize: Resize::Fixed(128, 171),
+            crop: Some((112, 112)),
+            random_crop: false,
+            flip: Flip::Never,
+            seed: 0,
+            layout: Layout::Ncthw,
+            dtype: DType::U8,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+        }
+    }
+}
+
+/// The batch buffer, flat, in the layout's order.
+pub enum Data {
+    U8(Vec<u8>),
+    F32(Vec<f32>),
+}
+
+pub struct Batch {
+    pub data: Data,
+    /// (N, ...) where N counts the clips that succeeded.
+    pub shape: Vec<usize>,
+    /// Positions (in the request) of the clips in the batch, in order.
+    pub ok: Vec<usize>,
+    /// Positions of the clips that failed, with why (only with `skip`).
+    pub failed: Vec<(usize, ClipError)>,
+}
+
+/// A rayon pool per thread count, built once: building one per call would cost more than a small batch.
+fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = pools.get(&threads) {
+        return Ok(p.clone());
+    }
+    let p = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("c3d-clips-{i}"))
+        .build()
+        .map_err(|e| {
+            ClipError::invalid("threads", format!("cannot start {threads} threads: {e}"))
+        })?;
+    let p = Arc::new(p);
+    pools.insert(threads, p.clone());
+    Ok(p)
+}
+
+/// Threads to use when the caller does not say: the cores this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// splitmix64: a tiny, well-mixed generator; the stream for a clip depends on (seed, position) only,
+/// so a clip's random crop and flip do not change with the thread count or the batch's other clips.
+struct Rng(u64);
+
+impl Rng {
+    fn for_clip(seed: u64, position: usize) -> Self {
+        let mut r = Rng(seed ^ 0x9E37_79B9_7F4A_7C15);
+        let s = r.next() ^ (position as u64).wrapping_mul(0xD1B5_4A32_D192_ED03);
+        Rng(s)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in 0..=n.
+    fn up_to(&mut self, n: usize) -> usize {
+        (self.next() % (n as u64 + 1)) as usize
+    }
+}
+
+/// Crop placement and flip of the clip at `position`, for a resized frame of `sh`×`sw`.
+fn geometry(spec: &Spec, position: usize, sh: usize, sw: usize, ch: usize, cw: usize) -> Geometry {
+    let mut rng = Rng::for_clip(spec.seed, position);
+    let (top, left) = if spec.random_crop {
+        let top = rng.up_to(sh - ch);
+        (top, rng.up_to(sw - cw))
+    } else {
+        // Centre, rounding half to even like torchvision's CenterCrop (int(round(x))).
+        let centre = |d: usize| ((d as f64) / 2.0).round_ties_even() as usize;
+        (centre(sh - ch), centre(sw - cw))
+    };
+    let flip = match spec.flip {
+        Flip::Never => false,
+        Flip::Always => true,
+        Flip::Random => rng.next() >> 63 == 1,
+    };
+    Geometry {
+        top,
+        left,
+        height: ch,
+        width: cw,
+        flip,
+    }
+}
+
+/// The clips of one video.
+struct Group {
+    path: PathBuf,
+    /// Positions of its clips in the request.
+    clips: Vec<usize>,
+}
+
+fn group_by_video(clips: &[ClipRequest]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut by_path: HashMap<&Path, usize> = HashMap::new();
+    for (pos, c) in clips.iter().enumerate() {
+        let g = *by_path.entry(c.path.as_path()).or_insert_with(|| {
+            groups.push(Group {
+                path: c.path.clone(),
+                clips: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        groups[g].clips.push(pos);
+    }
+    groups
+}
+
+fn check_frames(
+    path: &Path,
+    position: usize,
+    frames: &[i64],
+    num_frames: usize,
+) -> Result<Vec<usize>> {
+    frames
+        .iter()
+        .map(|&f| {
+            if f < 0 || f as u64 >= num_frames as u64 {
+                Err(ClipError::invalid(
+                    format!("clips[{position}]"),
+                    format!(
+                        "frame index {f} out of range for {} ({num_frames} frames)",
+                        path.display()
+                    ),
+                ))
+            } else {
+                Ok(f as usize)
+            }
+        })
+        .collect()
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Read `clips` into one batch. With `skip`, clips that fail are left out and reported; otherwise
+/// the first failure (in clip order) is returned as the error. `cancel` stops the work early
+/// (→ `ClipError::Interrupted`).
+pub fn read_clips(
+    clips: &[ClipRequest],
+    spec: &Spec,
+    threads: usize,
+    skip: bool,
+    cancel: &AtomicBool,
+) -> Result<Batch> {
+    validate_spec(clips, spec, threads)?;
+    let t_len = clips[0].frames.len();
+    let pool = pool(threads)?;
+    let groups = group_by_video(clips);
+
+    // Phase 1: the index of every video (cached after the first visit), in parallel.
+    let indexes: Vec<Result<Arc<VideoIndex>>> = pool.install(|| {
+        groups
+            .par_iter()
+            .with_max_len(1)
+            .map(|g| {
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(ClipError::Interrupted);
+                }
+                catch_unwind(AssertUnwindSafe(|| cache::index(&g.path))).unwrap_or_else(|p| {
+                    Err(ClipError::decode(
+                        &g.path,
+                        format!("internal error (Rust panic: {})", panic_message(p)),
+                    ))
+                })
+            })
+            .collect()
+    });
+    if cancel.load(Ordering::Relaxed)
+        || indexes
+            .iter()
+            .any(|r| matches!(r, Err(ClipError::Interrupted)))
+    {
+        return Err(ClipError::Interrupted);
+    }
+
+    // Output frame size: fixed by crop or size, else it must agree across the videos.
+    let mut out_hw: Option<(usize, usize)> = spec.crop.map(|(h, w)| (h as usize, w as usize));
+    if out_hw.is_none() {
+        if let Resize::Fixed(h, w) = spec.resize {
+            out_hw = Some((h as usize, w as usize));
+        }
+    }
+    if out_hw.is_none() {
+        let mut sizes: Vec<(usize, usize, &Path)> = Vec::new();
+        for (g, idx) in groups.iter().zip(&indexes) {
+            if let Ok(idx) = idx {
+                let (h, w) = spec.resize.target(idx.width, idx.height);
+                sizes.push((h as usize, w as usize, &g.path));
+            }
+        }
+        if let Some(&(h, w, p)) = sizes.first() {
+            if let Some(&(h2, w2, p2)) = sizes.iter().find(|s| (s.0, s.1) != (h, w)) {
+                return Err(ClipError::invalid(
+                    "size",
+                    format!(
+                        "clips of different frame sizes cannot share a batch ({} gives {h}x{w}, {} gives {h2}x{w2}); give size=(h, w) or crop",
+                        p.display(),
+                        p2.display()
+                    ),
+                ));
+            }
+            out_hw = Some((h, w));
+        }
+    }
+    let (oh, ow) = out_hw.unwrap_or((0, 0));
+
+    // Per clip: frames checked against the index, crop window placed.
+    let mut failed: Vec<(usize, ClipError)> = Vec::new();
+    let mut jobs: Vec<GroupJob> = Vec::new();
+    for (g, idx) in groups.into_iter().zip(indexes) {
+        let idx = match idx {
+            Ok(i) => i,
+            Err(e) => {
+                for &pos in &g.clips {
+                    failed.push((pos, clone_err(&e)));
+                }
+                continue;
+            }
+        };
+        let (sh, sw) = spec.resize.target(idx.width, idx.height);
+        let (sh, sw) = (sh as usize, sw as usize);
+        let mut members = Vec::new();
+        for &pos in &g.clips {
+            if oh > sh || ow > sw {
+                failed.push((
+                    pos,
+                    ClipError::invalid(
+                        "crop",
+                        format!("{oh}x{ow} is larger than the resized frame {sh}x{sw} of clips[{pos}] ({})", g.path.display()),
+                    ),
+                ));
+                continue;
+            }
+            match check_frames(&g.path, pos, &clips[pos].frames, idx.num_frames) {
+                Ok(frames) => members.push(Member {
+                    pos,
+                    frames,
+                    geom: geometry(spec, pos, sh, sw, oh, ow),
+                }),
+                Err(e) => failed.push((pos, e)),
+            }
+        }
+        if !members.is_empty() {
+            jobs.push(GroupJob {
+                path: g.path,
+                index: idx,
+                target: (sh, sw),
+                members,
+            });
+        }
+    }
+
+    let n_jobs = jobs.len().max(1);
+    let decoder_threads = if n_jobs >= threads {
+        1
+    } else {
+        threads / n_jobs
+    };
+    let per_clip = 3 * t_len * oh * ow;
+    let ctx = Ctx {
+        spec,
+        t_len,
+        per_clip,
+        decoder_threads,
+        cancel,
+    };
+    let (data, group_failures) = match spec.dtype {
+        DType::U8 => {
+            let lut = transform::identity_lut();
+            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut);
+            (Data::U8(buf), f)
+        }
+        DType::F32 => {
+            let lut = transform::float_lut(spec.mean, spec.std);
+            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut);
+            (Data::F32(buf), f)
+        }
+    };
+    if cancel.load(Ordering::Relaxed)
+        || group_failures
+            .iter()
+            .any(|(_, e)| matches!(e, ClipError::Interrupted))
+    {
+        return Err(ClipError::Interrupted);
+    }
+    failed.extend(group_failures);
+    failed.sort_by_key(|f| f.0);
+    if !skip {
+        if let Some((_, e)) = failed.into_iter().next() {
+            return Err(e);
+        }
+        failed = Vec::new();
+    }
+
+    // Leave out the failed clips: move the good ones down over them (no copy when none failed).
+    let is_failed: Vec<bool> = {
+        let mut v = vec![false; clips.len()];
+        for (p, _) in &failed {
+            v[*p] = true;
+        }
+        v
+    };
+    let ok: Vec<usize> = (0..clips.len()).filter(|p| !is_failed[*p]).collect();
+    let data = match data {
+        Data::U8(v) => Data::U8(compact(v, &ok, per_clip)),
+        Data::F32(v) => Data::F32(compact(v, &ok, per_clip)),
+    };
+    let mut shape = vec![ok.len()];
+    shape.extend(spec.layout.clip_shape(t_len, oh, ow));
+    Ok(Batch {
+        data,
+        shape,
+        ok,
+        failed,
+    })
+}
+
+fn validate_spec(clips: &[ClipRequest], spec: &Spec, threads: usize) -> Result<()> {
+    if clips.is_empty() {
+        return Err(ClipError::invalid("clips", "no clips given"));
+    }
+    let t_len = clips[0].frames.len();
+    if t_len == 0 {
+        return Err(ClipError::invalid(
+            "clips",
+            format!(
+                "clips[0] ({}) has no frame indices",
+                clips[0].path.display()
+            ),
+        ));
+    }
+    if let Some((i, c)) = clips
+        .iter()
+        .enumerate()
+        .find(|(_, c)| c.frames.len() != t_len)
+    {
+        return Err(ClipError::invalid(
+            "clips",
+            format!("all clips must have the same number of frames: clips[0] has {t_len}, clips[{i}] ({}) has {}", c.path.display(), c.frames.len()),
+        ));
+    }
+    if threads == 0 {
+        return Err(ClipError::invalid("threads", "must be at least 1"));
+    }
+    match spec.resize {
+        Resize::Fixed(h, w) if h == 0 || w == 0 => {
+            return Err(ClipError::invalid(
+                "size",
+                format!("({h}, {w}) has a zero side"),
+            ))
+        }
+        Resize::ShortSide(0) => return Err(ClipError::invalid("size", "short side 0")),
+        _ => {}
+    }
+    if let Some((h, w)) = spec.crop {
+        if h == 0 || w == 0 {
+            return Err(ClipError::invalid(
+                "crop",
+                format!("({h}, {w}) has a zero side"),
+            ));
+        }
+    }
+    if spec.dtype == DType::F32 && spec.std.iter().any(|s| *s == 0.0 || !s.is_finite()) {
+        return Err(ClipError::invalid(
+            "std",
+            format!("{:?}: every value must be finite and non-zero", spec.std),
+        ));
+    }
+    if spec.mean.iter().any(|m| !m.is_finite()) {
+        return Err(ClipError::invalid(
+            "mean",
+            format!("{:?}: every value must be finite", spec.mean),
+        ));
+    }
+    Ok(())
+}
+
+fn clone_err(e: &ClipError) -> ClipError {
+    match e {
+        ClipError::NotFound { path } => ClipError::NotFound { path: path.clone() },
+        ClipError::Decode { path, cause } => ClipError::Decode {
+            path: path.clone(),
+            cause: cause.clone(),
+        },
+        ClipError::InvalidArgument { arg, msg } => ClipError::InvalidArgument {
+            arg: arg.clone(),
+            msg: msg.clone(),
+        },
+        ClipError::Interrupted => ClipError::Interrupted,
+    }
+}
+
+fn compact<T: Copy>(mut v: Vec<T>, ok: &[usize], per_clip: usize) -> Vec<T> {
+    for (dst, &src) in ok.iter().enumerate() {
+        if dst != src {
+            v.copy_within(src * per_clip..(src + 1) * per_clip, dst * per_clip);
+        }
+    }
+    v.truncate(ok.len() * per_clip);
+    v
+}
+
+struct Member {
+    pos: usize,
+    frames: Vec<usize>,
+    geom: Geometry,
+}
+
+struct GroupJob {
+    path: PathBuf,
+    index: Arc<VideoIndex>,
+    /// Resized (height, width) before cropping.
+    target: (usize, usize),
+    members: Vec<Member>,
+}
+
+struct Ctx<'a> {
+    spec: &'a Spec,
+    t_len: usize,
+    per_clip: usize,
+    decoder_threads: usize,
+    cancel: &'a AtomicBool,
+}
+
+/// Allocate the batch and fill it, one task per video; returns the buffer and the failed clips.
+fn run_groups<T: Copy + Default + Send + Sync>(
+    pool: &rayon::ThreadPool,
+    n_clips: usize,
+    jobs: &[GroupJob],
+    ctx: &Ctx,
+    lut: &Lut<T>,
+) -> (Vec<T>, Vec<(usize, ClipError)>) {
+    // Zero-filled by the allocator (calloc: fresh pages cost nothing until written).
+    let mut buf: Vec<T> = vec![T::default(); n_clips * ctx.per_clip];
+    let mut slots: Vec<Option<&mut [T]>> = if ctx.per_clip == 0 {
+        (0..n_clips).map(|_| None).collect()
+    } else {
+        buf.chunks_mut(ctx.per_clip).map(Some).collect()
+    };
+    let tasks: Vec<(&GroupJob, Vec<&mut [T]>)> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j,
+                j.members
+                    .iter()
+                    .map(|m| slots[m.pos].take().unwrap_or_default())
+                    .collect(),
+            )
+        })
+        .collect();
+    let failures: Vec<(usize, ClipError)> = pool.install(|| {
+        tasks
+            .into_par_iter()
+            .with_max_len(1)
+            .flat_map_iter(|(job, mut outs)| {
+                let r = catch_unwind(AssertUnwindSafe(|| read_group(job, &mut outs, ctx, lut)))
+                    .unwrap_or_else(|p| {
+                        Err(ClipError::decode(
+                            &job.path,
+                            format!("internal error (Rust panic: {})", panic_message(p)),
+                        ))
+                    });
+                match r {
+                    Ok(()) => Vec::new(),
+                    Err(e) => job.members.iter().map(|m| (m.pos, clone_err(&e))).collect(),
+                }
+            })
+            .collect()
+    });
+    (buf, failures)
+}
+
+/// Decode one video's frames once and write every clip of the group.
+fn read_group<T: Copy>(
+    job: &GroupJob,
+    outs: &mut [&mut [T]],
+    ctx: &Ctx,
+    lut: &Lut<T>,
+) -> Result<()> {
+    if ctx.cancel.load(Ordering::Relaxed) {
+        return Err(ClipError::Interrupted);
+    }
+    if ctx.per_clip == 0 {
+        return Ok(());
+    }
+    // (frame, member, t) sorted by frame: where each decoded frame goes.
+    let mut targets: Vec<(usize, usize, usize)> = Vec::new();
+    for (mi, m) in job.members.iter().enumerate() {
+        for (t, &f) in m.frames.iter().enumerate() {
+            targets.push((f, mi, t));
+        }
+    }
+    targets.sort_unstable();
+    let mut wanted: Vec<usize> = targets.iter().map(|x| x.0).collect();
+    wanted.dedup();
+
+    let (sh, sw) = job.target;
+    let mut img = RgbImage::new(sw, sh);
+    let mut scaler = Scaler::new(sw as u32, sh as u32);
+    let path = job.path.as_path();
+    let mut on_frame = |i: usize, frame: &ffmpeg_next::frame::Video| -> Result<()> {
+        scaler
+            .run(frame, &mut img)
+            .map_err(|e| ClipError::decode(path, e))?;
+        let start = targets.partition_point(|x| x.0 < i);
+        for &(_, mi, t) in targets[start..].iter().take_while(|x| x.0 == i) {
+            transform::write_frame(
+                &img,
+                &job.members[mi].geom,
+                t,
+                ctx.t_len,
+                ctx.spec.layout,
+                lut,
+                outs[mi],
+            );
+        }
+        Ok(())
+    };
+
+    // First with the cached index (read from packets, usually) and seeking; on any disagreement
+    // with what decodes, again with the exact index; then once more without seeking at all.
+    let mut index = job.index.clone();
+    let mut allow_seek = true;
+    let mut why = String::new();
+    for _attempt in 0..3 {
+        if let Some(&last) = wanted.last() {
+            if last >= index.num_frames {
+                return Err(ClipError::decode(
+                    path,
+                    format!(
+                        "frame {last} does not decode: the video has {} decodable frames ({why})",
+                        index.num_frames
+                    ),
+                ));
+            }
+        }
+        match decode::decode_frames(
+            path,
+            &index,
+            &wanted,
+            ctx.decoder_threads,
+            allow_seek,
+            ctx.cancel,
+            &mut on_frame,
+        )? {
+            Pass::Done => return Ok(()),
+            Pass::Mismatch(msg) => {
+                why = msg;
+                if !index.exact {
+                    index = cache::exact_index(path)?;
+                } else {
+                    allow_seek = false;
+                }
+            }
+        }
+    }
+    Err(ClipError::decode(
+        path,
+        format!("frames do not decode consistently ({why})"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::video::tests::make_video;
+
+    #[test]
+    fn rng_depends_on_seed_and_position_only() {
+        let a: Vec<u64> = (0..4).map(|p| Rng::for_clip(1, p).next()).collect();
+        let b: Vec<u64> = (0..4).map(|p| Rng::for_clip(1, p).next()).collect();
+        assert_eq!(a, b);
+        assert_ne!(Rng::for_clip(1, 0).next(), Rng::for_clip(2, 0).next());
+        assert_ne!(a[0], a[1]);
+    }
+
+    #[test]
+    fn compact_moves_survivors_down() {
+        let v = vec![0, 0, 1, 1, 2, 2, 3, 3];
+        assert_eq!(compact(v, &[1, 3], 2), vec![1, 1, 3, 3]);
+    }
+
+    #[test]
+    fn reads_a_batch_and_reports_bad_clips() {
+        let path = make_video(
+            "clips_mpeg4.avi",
+            &["-frames:v", "50", "-c:v", "mpeg4", "-g", "12", "-q:v", "4"],
+        );
+        let cancel = AtomicBool::new(false);
+        let clips = vec![
+            ClipRequest {
+                path: path.clone(),
+                frames: vec![30, 31, 32, 33],
+            },
+            ClipRequest {
+                path: PathBuf::from("/nope.avi"),
+                frames: vec![0, 1, 2, 3],
+            },
+            ClipRequest {
+                path: path.clone(),
+                frames: vec![3, 2, 1, 1],
+            },
+            ClipRequest {
+                path: path.clone(),
+                frames: vec![0, 1, 2, 99],
+            },
+        ];
+        let spec = Spec {
+            dtype: DType::F32,
+            ..Spec::default()
+        };
+        let b = read_clips(&clips, &spec, 2, true, &cancel).unwrap();
+        assert_eq!(b.shape, vec![2, 3, 4, 112, 112]);
+        assert_eq!(b.ok, vec![0, 2]);
+        assert_eq!(b.failed.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1, 3]);
+        assert!(matches!(b.failed[0].1, ClipError::NotFound { .. }));
+        assert!(matches!(b.failed[1].1, ClipError::InvalidArgument { .. }));
+        let Data::F32(v) = b.data else { panic!() };
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+        // Frames 1 and 1 of the second clip are the same frame.
+        let plane = 112 * 112;
+        let frame = |n: usize, c: usize, t: usize| {
+            &v[((n * 3 + c) * 4 + t) * plane..((n * 3 + c) * 4 + t + 1) * plane]
+        };
+        assert_eq!(frame(1, 0, 2), frame(1, 0, 3));
+        assert_ne!(frame(1, 0, 0), frame(1, 0, 1));
+        // Without skip the first failure is the error.
+        assert!(matches!(
+            read_clips(&clips, &spec, 2, false, &cancel),
+            Err(ClipError::NotFound { .. })
+        ));
+    }
+}
