@@ -1,17 +1,58 @@
-"""Type stubs for the native module (rust/python.rs). Checked against the compiled module by
-`python -m mypy.stubtest`-style test in tests/test_stubs.py."""
+"""Type stubs for the native module (rust/python.rs), checked against the compiled module by
+tests/test_stubs.py (every name here exists there and vice versa, with the same parameters).
 
+User code calls the wrappers in ``c3d_distill.data`` (reader.py), which validate the arguments."""
+
+import os
 from typing import Any
+
+import numpy as np
 
 __version__: str
 
 class VideoDecodeError(RuntimeError):
     """A video file exists but cannot be decoded; the message names the file and the cause."""
 
-def probe(path: str | Any) -> dict[str, Any]:
-    """Index a video by decoding it once.
+def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Index a video (cached per process by path, modification time and size).
 
-    Returns ``width``, ``height``, ``fps``, ``num_frames`` (frames that really decode),
-    ``duration`` (seconds), ``codec`` (FFmpeg's short name), ``keyframes`` (frame indices) and ``path``.
+    Returns ``width``, ``height``, ``fps``, ``num_frames`` (frames that decode), ``duration``
+    (seconds), ``codec`` (FFmpeg's short name), ``keyframes`` (frame indices) and ``path``. The index
+    is read from the packets when the codec and container make them one frame each (checked against
+    every frame later decoded), else by decoding every frame once.
     Raises FileNotFoundError for a missing path and VideoDecodeError for anything unreadable.
     """
+
+def probe_exact(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Like ``probe``, from an index built by decoding every frame once."""
+
+def read_clips(
+    clips: list[tuple[str, list[int]]],
+    *,
+    size: tuple[int, int] | None,
+    short_side: int | None,
+    crop: tuple[int, int] | None,
+    random_crop: bool,
+    flip: int,
+    seed: int,
+    layout: str,
+    dtype: str,
+    mean: list[float] | None,
+    std: list[float] | None,
+    threads: int | None,
+    skip: bool,
+) -> tuple[np.ndarray, list[int], list[tuple[int, str, str, str]]]:
+    """Read clips into one batch (see ``c3d_distill.data.read_clips``).
+
+    ``flip``: 0 never, 1 always, 2 random. Returns ``(array, ok_positions, failed)`` with
+    ``failed = [(position, path, exception class name, message)]`` (empty unless ``skip``).
+    """
+
+def clear_cache() -> None:
+    """Forget every cached video index."""
+
+def cache_len() -> int:
+    """Number of cached video indexes."""
+
+def default_threads() -> int:
+    """Threads ``read_clips`` uses by default: the cores this process may run on."""
