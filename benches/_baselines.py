@@ -30,9 +30,10 @@ CROP = 112
 # Kinetics/torchvision video mean and std (0-1 scale); any 3+3 floats would do, all loaders get the same
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
-# centre crop offsets, rounding down like read_clips and FFmpeg's crop filter
-TOP = (SIZE[0] - CROP) // 2
-LEFT = (SIZE[1] - CROP) // 2
+# centre crop offsets where read_clips puts them (an odd margin rounds the offset up, as torchvision's
+# CenterCrop and torchcodec's do): rows 8..119, columns 30..141 of 128×171
+TOP = (SIZE[0] - CROP + 1) // 2
+LEFT = (SIZE[1] - CROP + 1) // 2
 
 WORKLOADS = {
     # UCF101-like: MPEG-4 part 2 in AVI, keyframe every 12 frames, no B-frames
@@ -202,15 +203,14 @@ def read_pyav(path: str, clips) -> np.ndarray:
 
 def read_torchcodec(path: str, clips) -> np.ndarray:
     from torchcodec.decoders import VideoDecoder
-    from torchcodec.transforms import Resize
+    from torchcodec.transforms import CenterCrop, Resize
 
     # approximate seek mode trusts the header's frame rate: exact for these constant-rate files, and
-    # it skips the full scan "exact" makes when it opens a file. Its decoder-side CenterCrop puts an odd
-    # margin on the other side (left 30 of 59) from the others (29), so the crop is done in finish().
+    # it skips the full scan "exact" makes when it opens a file. Resize and crop run in the decoder.
     dec = VideoDecoder(path, dimension_order="NHWC", num_ffmpeg_threads=1, seek_mode="approximate",
-                       transforms=[Resize(SIZE)])
+                       transforms=[Resize(SIZE), CenterCrop((CROP, CROP))])
     uniq, inverse = _unique(clips)
-    frames = dec.get_frames_at(uniq.tolist()).data.numpy()  # (U, 128, 171, 3)
+    frames = dec.get_frames_at(uniq.tolist()).data.numpy()  # (U, 112, 112, 3)
     return frames[inverse]
 
 
