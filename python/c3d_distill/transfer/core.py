@@ -516,13 +516,17 @@ def _head_rows(teacher: nn.Module, student: nn.Module, f_t: Tensor, f_s: Tensor)
 
 
 def _set_bn_stats(student: nn.Module, x: Tensor, kinds: dict[str, tuple[str, int]]) -> None:
-    """Running statistics of every SP BatchNorm from the fit batch, keeping each the identity in eval."""
+    """Running statistics of every SP BatchNorm from the fit batch, keeping each the identity in eval.
+
+    The variance stored is the biased one, the one train mode normalises with, so that on the fit batch
+    each BatchNorm is the identity in train mode too."""
     bns = [bn for n, (k, _) in kinds.items() if k == "sp" for bn in _bns(getattr(student, n)) if bn is not None]
     if not bns:
         return
     stats: dict[int, tuple[Tensor, Tensor]] = {}
     handles = [bn.register_forward_pre_hook(
-        lambda m, args, i=i: stats.__setitem__(i, (args[0].mean((0, 2, 3, 4)), args[0].var((0, 2, 3, 4)))))
+        lambda m, args, i=i: stats.__setitem__(
+            i, (args[0].mean((0, 2, 3, 4)), args[0].var((0, 2, 3, 4), unbiased=False))))
         for i, bn in enumerate(bns)]
     try:
         student.features(x)  # every BN is the identity, so one pass sees each one's true input
