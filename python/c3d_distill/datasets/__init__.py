@@ -1,0 +1,78 @@
+"""Labelled video lists for the clip loader: UCF101 and HMDB51 as published, plain ``path label`` lists,
+and the synthetic action set (the embedded default for the demo and the tests).
+
+    >>> train = load("ucf101:/data/UCF-101:1", "train")     # fold 1; the lists beside or inside the folder
+    >>> loader = ClipLoader(train.items, clip_len=16)        # items: (absolute path, 0-based label)
+
+Specs: ``ucf101:ROOT[:FOLD]``, ``hmdb51:ROOT[:FOLD]``, ``list:FILE``, ``synth:DIR`` (a set made by
+:func:`make_synthetic`; the same as ``ucf101:DIR``). FOLD is 1–3, default 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .base import DatasetError, VideoList
+from .hmdb51 import load_hmdb51
+from .listfile import load_list
+from .synth import CLASSES as SYNTH_CLASSES
+from .synth import REVERSE_PAIRS, make_synthetic
+from .ucf101 import load_ucf101
+
+__all__ = [
+    "REVERSE_PAIRS",
+    "SYNTH_CLASSES",
+    "DatasetError",
+    "VideoList",
+    "load",
+    "load_hmdb51",
+    "load_list",
+    "load_ucf101",
+    "make_synthetic",
+    "parse_spec",
+]
+
+KINDS = ("ucf101", "hmdb51", "list", "synth")
+_FOLD_SUFFIX = re.compile(r"^(?P<path>.+):(?P<fold>[0-9]+)$")
+
+
+def parse_spec(spec: str) -> tuple[str, str, int]:
+    """``"kind:PATH[:FOLD]"`` → ``(kind, path, fold)``. The fold is the trailing ``:digits``, so paths
+    with colons in them still work; ``list:`` takes no fold."""
+    kind, sep, rest = str(spec).partition(":")
+    if not sep or kind not in KINDS or not rest:
+        raise DatasetError(f"spec {spec!r}", [f"expected one of {', '.join(k + ':PATH' for k in KINDS)} "
+                                              "(ucf101/hmdb51/synth take an optional ':FOLD', 1-3)"])
+    if kind == "list":
+        return kind, rest, 1
+    m = _FOLD_SUFFIX.match(rest)
+    if m and not Path(rest).exists():
+        return kind, m["path"], int(m["fold"])
+    return kind, rest, 1
+
+
+def load(spec: str, split: str = "train", *, lists: str | Path | None = None) -> VideoList:
+    """The videos of ``split`` (``"train"`` or ``"test"``; HMDB51 also ``"unused"``) named by ``spec``.
+
+    ``lists``: where the split lists are when they are neither inside the video folder nor beside it.
+    A ``list:`` spec is itself one split: ``split`` is not used. Raises :class:`DatasetError` listing
+    every problem found."""
+    kind, path, fold = parse_spec(spec)
+    if kind == "ucf101":
+        return load_ucf101(path, fold, split, lists=lists)
+    if kind == "hmdb51":
+        return load_hmdb51(path, fold, split, lists=lists)
+    if kind == "list":
+        return load_list(path)
+    manifest = Path(path) / "synth.json"
+    try:
+        complete = json.loads(manifest.read_text(encoding="utf-8")).get("complete", False)
+    except (OSError, ValueError):
+        complete = False
+    if not complete:
+        raise DatasetError(f"synth:{path}", [
+            f"{manifest}: missing or marks an unfinished set; make it with make_synthetic() or "
+            f"`c3d-distill data synth {path}` (it resumes), or read another layout with ucf101:{path}"])
+    return load_ucf101(path, fold, split, lists=lists)

@@ -1,0 +1,622 @@
+"""The synthetic action set: classes are motions over time, appearance is random and shared by all classes.
+
+Why it exists: the demo and the tests need a data set that is small, made on the spot, and that a clip model
+can solve while a frame model cannot. Every class draws its look from the same distributions (shape,
+colours, texture, scene, noise, distractors, size, start position, speed), and the motions come in
+time-reversed pairs (left/right, up/down, clockwise/anticlockwise, grow/shrink, orbit cw/ccw) whose frames,
+taken one at a time, have the same distribution. Only the order of the frames tells the class.
+
+The layout is UCF101's, so the UCF101 loader reads it::
+
+    OUT/<Class>/v_<Class>_gXX_cYY.avi          MPEG-4 part 2 in AVI, 320x240, 25 fps, 2-4 s (defaults)
+    OUT/ucfTrainTestlist/classInd.txt          "1 MoveLeft"
+    OUT/ucfTrainTestlist/trainlist0N.txt       "MoveLeft/v_MoveLeft_g04_c01.avi 1"   (labels from 1)
+    OUT/ucfTrainTestlist/testlist0N.txt        "MoveLeft/v_MoveLeft_g01_c01.avi"
+    OUT/synth.json                             the parameters and the file list (written last)
+
+A group (``gXX``) shares its scene (background) like a UCF101 group shares a place; the scene of group k
+is the same in every class, so it says nothing about the class, and a split puts whole groups in test,
+so the test scenes are new to the model.
+
+Encoder: PyAV, not a pipe to the ``ffmpeg`` command. PyAV's wheel carries its own FFmpeg build (with
+libx264), so ``pip install`` is all a machine needs, and the FFmpeg that writes the bytes is pinned by the
+``av`` version instead of whatever ``ffmpeg`` is on the PATH: the same seed gives the same bytes on every
+machine with the same ``av`` release. Frames go to the encoder in memory, and errors come back as
+exceptions instead of a return code and stderr to parse.
+
+Determinism: every video draws from its own ``numpy`` generator seeded by ``(seed, class, group, clip)``,
+so the result does not depend on the number of workers or the order they finish in; the encoder runs
+single-threaded with FFmpeg's ``bitexact`` flags (no version strings that vary, no thread-dependent
+decisions); RGB → YUV 4:2:0 is done here in integer numpy arithmetic rather than by swscale, whose SIMD
+paths differ between CPUs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+# Bump when rendering or encoding changes, so cached sets made by an older generator are redone.
+GENERATOR_VERSION = 2
+MANIFEST = "synth.json"
+LISTS_DIR = "ucfTrainTestlist"
+
+# The class catalogue, in the order `classes=N` takes them: time-reversed pairs first, so that any even
+# prefix of the pairs has identical single-frame statistics across each pair.
+CLASSES = [
+    "MoveLeft",
+    "MoveRight",
+    "MoveUp",
+    "MoveDown",
+    "RotateClockwise",
+    "RotateAnticlockwise",
+    "Grow",
+    "Shrink",
+    "Blink",
+    "Bounce",
+    "OrbitClockwise",
+    "OrbitAnticlockwise",
+    "Shake",
+    "Pulse",
+]
+
+# Pairs of classes that are each other's time reverse: one frame, or the mean frame, cannot tell them apart.
+REVERSE_PAIRS = [
+    ("MoveLeft", "MoveRight"),
+    ("MoveUp", "MoveDown"),
+    ("RotateClockwise", "RotateAnticlockwise"),
+    ("Grow", "Shrink"),
+    ("OrbitClockwise", "OrbitAnticlockwise"),
+]
+
+CODECS = {
+    # codec name → (FFmpeg encoder, container format, file extension)
+    "mpeg4": ("mpeg4", "avi", ".avi"),
+    "h264": ("libx264", "mp4", ".mp4"),
+}
+
+SHAPES = ("square", "bar", "ellipse", "triangle", "cross")
+TEXTURES = ("solid", "stripes", "checker", "halves")
+MPEG4_Q = 4
+EXTENT = 1.45  # a shape of size r stays inside a (2·EXTENT·r)² box at any angle
+
+
+@dataclass(frozen=True)
+class VideoJob:
+    """One video to render: where it goes and what seeds it."""
+
+    path: str
+    class_name: str
+    class_id: int  # position in CLASSES (stable when fewer classes are asked for)
+    group: int  # 1-based, like UCF101's gXX
+    clip: int  # 1-based, like UCF101's cYY
+    seed: int
+    width: int
+    height: int
+    fps: int
+    duration: tuple[float, float]
+    codec: str
+
+
+# --------------------------------------------------------------------------------------------- drawing
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Inside-test in the object's own frame, where the shape spans about [-1, 1]²."""
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.85
+    if shape == "bar":
+        return (np.abs(u) <= 1.0) & (np.abs(v) <= 0.45)
+    if shape == "ellipse":
+        return u * u + (v / 0.55) ** 2 <= 1.0
+    if shape == "triangle":  # pointing along +u, so its orientation is always visible
+        return (u >= -0.7) & (np.abs(v) <= 0.8 * (1.0 - u) / 1.7)
+    if shape == "cross":
+        a, b = np.abs(u), np.abs(v)
+        return ((a <= 1.0) & (b <= 0.3)) | ((a <= 0.3) & (b <= 0.8))
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def _texture(texture: str, u: np.ndarray, v: np.ndarray, period: float) -> np.ndarray:
+    """True where the second colour shows, in the object's own frame (so textures turn with it)."""
+    if texture == "solid":
+        return np.zeros(np.broadcast_shapes(u.shape, v.shape), bool)
+    if texture == "stripes":
+        return (np.floor(u / period) % 2 == 1) & np.ones_like(v, bool)
+    if texture == "checker":
+        return (np.floor(u / period) + np.floor(v / period)) % 2 == 1
+    if texture == "halves":
+        return (u > 0) & np.ones_like(v, bool)
+    raise ValueError(f"unknown texture {texture!r}")
+
+
+@dataclass
+class _Sprite:
+    shape: str
+    texture: str
+    colour_a: np.ndarray  # (3,) uint8
+    colour_b: np.ndarray  # (3,) uint8
+    period: float  # texture period in object units
+
+
+def _draw(frame: np.ndarray, sprite: _Sprite, cx: float, cy: float, r: float, angle: float,
+          swap: bool = False) -> None:
+    """Draw ``sprite`` into ``frame`` (H, W, 3) uint8, centred at (cx, cy) px, size r px, turned by ``angle``
+    radians clockwise on screen (image y points down). ``swap`` exchanges its two colours (blinking)."""
+    h, w = frame.shape[:2]
+    ext = EXTENT * r
+    x0, x1 = max(int(cx - ext), 0), min(int(math.ceil(cx + ext)) + 1, w)
+    y0, y1 = max(int(cy - ext), 0), min(int(math.ceil(cy + ext)) + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return
+    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
+    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+    c, s = math.cos(angle), math.sin(angle)
+    u = (c * xs + s * ys) / r
+    v = (-s * xs + c * ys) / r
+    inside = _shape_mask(sprite.shape, u, v)
+    second = _texture(sprite.texture, u, v, sprite.period)
+    a, b = (sprite.colour_b, sprite.colour_a) if swap else (sprite.colour_a, sprite.colour_b)
+    colours = np.where(second[..., None], b, a)
+    region = frame[y0:y1, x0:x1]
+    np.copyto(region, colours.astype(np.uint8), where=inside[..., None])
+
+
+def _random_sprite(rng: np.random.Generator) -> _Sprite:
+    a = rng.integers(0, 256, 3)
+    b = rng.integers(0, 256, 3)
+    if np.abs(a.astype(int) - b).sum() < 150:  # keep the texture visible, or rotation would be invisible
+        b = 255 - a
+    return _Sprite(
+        shape=SHAPES[rng.integers(len(SHAPES))],
+        texture=TEXTURES[rng.integers(len(TEXTURES))],
+        colour_a=a.astype(np.uint8),
+        colour_b=b.astype(np.uint8),
+        period=float(rng.uniform(0.3, 0.6)),
+    )
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A scene: a two-colour linear gradient plus smooth blotches. (H, W, 3) uint8."""
+    c1 = rng.uniform(0, 255, 3).astype(np.float32)
+    c2 = rng.uniform(0, 255, 3).astype(np.float32)
+    ang = rng.uniform(0, 2 * math.pi)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = (math.cos(ang) * xx / w + math.sin(ang) * yy / h)
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    img = c1 + (c2 - c1) * t[..., None]
+    # Low-frequency blotches: a coarse random grid, upsampled bilinearly.
+    gh, gw = int(rng.integers(3, 8)), int(rng.integers(4, 10))
+    grid = rng.uniform(-1, 1, (gh, gw, 3)).astype(np.float32) * rng.uniform(10, 45)
+    gy = np.linspace(0, gh - 1, h, dtype=np.float32)
+    gx = np.linspace(0, gw - 1, w, dtype=np.float32)
+    iy, ix = np.minimum(gy.astype(int), gh - 2), np.minimum(gx.astype(int), gw - 2)
+    fy, fx = (gy - iy)[:, None, None], (gx - ix)[None, :, None]
+    top = grid[iy][:, ix] * (1 - fx) + grid[iy][:, ix + 1] * fx
+    bot = grid[iy + 1][:, ix] * (1 - fx) + grid[iy + 1][:, ix + 1] * fx
+    img += top * (1 - fy) + bot * fy
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------- motions
+
+# A motion maps the clip's generator, frame count, frame size (w, h), base size r and fps to per-frame
+# arrays: centre x, centre y, size, angle (radians, clockwise on screen) and colour swap (bool).
+Motion = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
+
+
+def _span(rng: np.random.Generator, lo: float, hi: float, frac: tuple[float, float]) -> tuple[float, float]:
+    """A start and an end inside [lo, hi], |end - start| = frac of the room, direction +; the start is
+    uniform over the positions that keep the whole path inside, so a frame's position has the same
+    distribution whichever way the path runs."""
+    length = rng.uniform(*frac) * (hi - lo)
+    start = rng.uniform(lo, hi - length)
+    return start, start + length
+
+
+def _static(rng, n, w, h, r):
+    m = EXTENT * r
+    return np.full(n, rng.uniform(m, w - m)), np.full(n, rng.uniform(m, h - m))
+
+
+def _motion(name: str, rng: np.random.Generator, n: int, w: int, h: int, r: float, fps: float):
+    t = np.arange(n, dtype=np.float64)
+    ramp = t / max(n - 1, 1)
+    size = np.full(n, r)
+    angle = np.full(n, rng.uniform(0, 2 * math.pi))
+    swap = np.zeros(n, bool)
+    m = EXTENT * r
+    if name in ("MoveLeft", "MoveRight"):
+        a, b = _span(rng, m, w - m, (0.35, 0.8))
+        if name == "MoveLeft":
+            a, b = b, a
+        x = a + (b - a) * ramp
+        y = np.full(n, rng.uniform(m, h - m))
+    elif name in ("MoveUp", "MoveDown"):
+        a, b = _span(rng, m, h - m, (0.4, 0.85))
+        if name == "MoveUp":
+            a, b = b, a
+        y = a + (b - a) * ramp
+        x = np.full(n, rng.uniform(m, w - m))
+    elif name in ("RotateClockwise", "RotateAnticlockwise"):
+        x, y = _static(rng, n, w, h, r)
+        omega = math.radians(rng.uniform(90, 270)) / fps  # per frame
+        angle = angle + (1 if name == "RotateClockwise" else -1) * omega * t
+    elif name in ("Grow", "Shrink", "Pulse"):
+        lo, hi = r * rng.uniform(0.55, 0.75), r * rng.uniform(1.3, 1.5)
+        m = EXTENT * hi
+        x, y = np.full(n, rng.uniform(m, w - m)), np.full(n, rng.uniform(m, h - m))
+        if name == "Pulse":
+            period = rng.uniform(10, 24)
+            phase = rng.uniform(0, 2 * math.pi)
+            size = lo + (hi - lo) * (0.5 + 0.5 * np.sin(2 * math.pi * t / period + phase))
+        else:
+            size = lo + (hi - lo) * (ramp if name == "Grow" else 1 - ramp)
+    elif name == "Blink":
+        # The object swaps its two colours every few frames. It never vanishes: a frame without the object
+        # would tell "Blink" on its own.
+        x, y = _static(rng, n, w, h, r)
+        half = int(rng.integers(3, 8))
+        swap = ((t + rng.integers(0, 2 * half)) // half) % 2 == 1
+    elif name == "Bounce":
+        height = rng.uniform(0.35, 0.75) * (h - 2 * m)
+        floor = h - m - rng.uniform(0, 0.2) * (h - 2 * m - height)
+        period = rng.uniform(12, 26)
+        phase = rng.uniform(0, period)
+        y = floor - height * np.abs(np.sin(math.pi * (t + phase) / period))
+        a, b = _span(rng, m, w - m, (0.0, 0.5))
+        if rng.random() < 0.5:
+            a, b = b, a
+        x = a + (b - a) * ramp
+    elif name in ("OrbitClockwise", "OrbitAnticlockwise"):
+        radius = rng.uniform(0.12, 0.3) * h
+        cx = rng.uniform(m + radius, w - m - radius)
+        cy = rng.uniform(m + radius, h - m - radius)
+        omega = math.radians(rng.uniform(120, 300)) / fps
+        phi = rng.uniform(0, 2 * math.pi) + (1 if name == "OrbitClockwise" else -1) * omega * t
+        x, y = cx + radius * np.cos(phi), cy + radius * np.sin(phi)  # y down: growing phi is clockwise
+    elif name == "Shake":
+        amp = rng.uniform(0.05, 0.12) * w
+        cx = rng.uniform(m + amp, w - m - amp)
+        period = rng.uniform(5, 12)
+        x = cx + amp * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
+        y = np.full(n, rng.uniform(m, h - m))
+    else:
+        raise ValueError(f"unknown class {name!r}; known: {', '.join(CLASSES)}")
+    return x, y, size, angle, swap
+
+
+# --------------------------------------------------------------------------------------------- one video
+
+
+# BT.601 limited range in 1/256 steps (the integer coefficients of FFmpeg's C path). The chroma rows are
+# repeated because they act on a horizontal pair of pixels at once (see rgb_to_yuv420p).
+_Y_COEF = np.array([66, 129, 25], np.float32)
+_UV_COEF = np.array([[-38, 112], [-74, -94], [112, -18]] * 2, np.float32)
+
+
+def rgb_to_yuv420p(frame: np.ndarray, luma_noise: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (H·3/2, W) uint8 planar YUV 4:2:0 (Y plane, then U, then V), BT.601 limited
+    range, chroma from the sum of each 2×2 block. H and W even. ``luma_noise`` (H, W) float32 of whole
+    numbers is added to Y before it is clipped to 0…255.
+
+    Done in float32 with integer coefficients: every product and sum is an integer below 2**24, so the
+    result is exact whatever order or fused multiply-add the BLAS kernel uses, i.e. the same on every CPU."""
+    h, w = frame.shape[:2]
+    x = frame.astype(np.float32)
+    y = x @ _Y_COEF
+    rows = x.reshape(h // 2, 2, w * 3)
+    uv = (rows[:, 0] + rows[:, 1]).reshape(h // 2, w // 2, 6) @ _UV_COEF  # 2×2 block sums, then weights
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    y += 128
+    y *= 1 / 256
+    np.floor(y, out=y)
+    y += 16
+    if luma_noise is not None:
+        y += luma_noise
+        np.clip(y, 0, 255, out=y)
+    out[:h] = y
+    uv += 512
+    uv *= 1 / 1024
+    np.floor(uv, out=uv)
+    uv += 128
+    out[h:h + h // 4] = uv[..., 0].reshape(h // 4, w)
+    out[h + h // 4:] = uv[..., 1].reshape(h // 4, w)
+    return out
+
+
+def _scene(job: VideoJob):
+    """Everything random about one video, drawn from its own generator: (frame count, per-frame draw
+    function, luma noise field, per-frame noise offsets)."""
+    w, h = job.width, job.height
+    # The scene belongs to the group, across classes: a background says which group, never which class.
+    scene_rng = np.random.default_rng(np.random.SeedSequence([job.seed, 1, job.group]))
+    rng = np.random.default_rng(np.random.SeedSequence([job.seed, 2, job.class_id, job.group, job.clip]))
+    background = _background(scene_rng, h, w)
+
+    n = int(round(rng.uniform(*job.duration) * job.fps))
+    r = rng.uniform(0.10, 0.16) * h
+    sprite = _random_sprite(rng)
+    x, y, size, angle, swap = _motion(job.class_name, rng, n, w, h, r, job.fps)
+
+    # Distractors: smaller objects that drift slowly in random directions, drawn behind the actor.
+    distractors = []
+    for _ in range(int(rng.integers(0, 4))):
+        rd = r * rng.uniform(0.25, 0.45)
+        md = EXTENT * rd
+        p0 = np.array([rng.uniform(md, w - md), rng.uniform(md, h - md)])
+        heading = rng.uniform(0, 2 * math.pi)
+        vel = rng.uniform(0, 0.12) * h / job.fps * np.array([math.cos(heading), math.sin(heading)])
+        distractors.append((_random_sprite(rng), p0, vel, rd, rng.uniform(0, 2 * math.pi)))
+
+    # Sensor noise on the luma: one Gaussian field per video, a random window of it per frame (one add per
+    # frame instead of drawing W·H normals per frame, which would cost more than the drawing).
+    sigma = rng.uniform(0, 5)
+    pad = 24
+    noise = np.round(rng.standard_normal((h + pad, w + pad), dtype=np.float32) * sigma)
+    offsets = rng.integers(0, pad + 1, (n, 2))
+
+    def draw(i: int) -> np.ndarray:
+        frame = background.copy()
+        for sp, p0, vel, rd, ang in distractors:
+            px, py = p0 + vel * i
+            _draw(frame, sp, px, py, rd, ang)
+        _draw(frame, sprite, float(x[i]), float(y[i]), float(size[i]), float(angle[i]), bool(swap[i]))
+        return frame
+
+    return n, draw, noise, offsets
+
+
+def render_rgb(job: VideoJob) -> Iterator[np.ndarray]:
+    """The clean frames of one video (no sensor noise): (H, W, 3) uint8 RGB each."""
+    n, draw, _, _ = _scene(job)
+    for i in range(n):
+        yield draw(i)
+
+
+def render(job: VideoJob) -> Iterator[np.ndarray]:
+    """The frames of one video as the encoder gets them: (H·3/2, W) uint8 planar YUV 4:2:0 (Y rows, then
+    U, then V), sensor noise on the luma, fully determined by the job's seeds."""
+    n, draw, noise, offsets = _scene(job)
+    h, w = job.height, job.width
+    for i in range(n):
+        oy, ox = offsets[i]
+        yield rgb_to_yuv420p(draw(i), noise[oy:oy + h, ox:ox + w])
+
+
+def encode_video(job: VideoJob) -> tuple[str, int]:
+    """Render and encode one video to ``job.path`` (via a temporary name, renamed when complete, so a file
+    at the final name is always whole). Returns (path, number of frames)."""
+    import av
+
+    encoder, fmt, _ = CODECS[job.codec]
+    path = Path(job.path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    n = 0
+    with av.open(str(tmp), "w", format=fmt, container_options={"fflags": "+bitexact"}) as container:
+        if job.codec == "mpeg4":
+            # A fixed quantiser (qmin = qmax; the bit rate is only a ceiling): about UCF101's quality and bit
+            # rate. 12-frame GOPs, no B-frames.
+            opts = {"flags": "+bitexact", "qmin": str(MPEG4_Q), "qmax": str(MPEG4_Q), "b": "20M",
+                    "threads": "1", "g": "12"}
+        else:
+            opts = {"flags": "+bitexact", "crf": "23", "preset": "veryfast", "threads": "1", "g": "25",
+                    "x264-params": "log=-1"}
+        stream = container.add_stream(encoder, rate=job.fps, options=opts)
+        stream.width, stream.height, stream.pix_fmt = job.width, job.height, "yuv420p"
+        stream.codec_context.thread_count = 1
+        if job.codec == "mpeg4":
+            stream.codec_context.codec_tag = "XVID"  # what UCF101's files say
+        for yuv in render(job):
+            vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+            vf.pts = n
+            n += 1
+            container.mux(stream.encode(vf))
+        container.mux(stream.encode(None))
+    os.replace(tmp, path)
+    return str(path), n
+
+
+# --------------------------------------------------------------------------------------------- the set
+
+
+def _plan(out: Path, classes: list[str], videos_per_class: int, clips_per_group: int, seed: int,
+          width: int, height: int, fps: int, duration: tuple[float, float], codec: str) -> list[VideoJob]:
+    ext = CODECS[codec][2]
+    jobs = []
+    for name in classes:
+        cid = CLASSES.index(name)
+        for k in range(videos_per_class):
+            g, c = k // clips_per_group + 1, k % clips_per_group + 1
+            rel = f"{name}/v_{name}_g{g:02d}_c{c:02d}{ext}"
+            jobs.append(VideoJob(str(out / rel), name, cid, g, c, seed, width, height, fps, duration, codec))
+    return jobs
+
+
+def split_groups(num_groups: int) -> list[set[int]]:
+    """Test groups of each split, UCF101's way (25 groups: split k tests groups 7k-6 … 7k, the rest train):
+    blocks of about 28 % of the groups, as many splits (at most 3) as leave at least one train group."""
+    n_test = max(1, round(num_groups * 7 / 25))
+    return [set(range(k * n_test + 1, (k + 1) * n_test + 1)) for k in range(3)
+            if (k + 1) * n_test <= num_groups - 1]
+
+
+def _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec) -> None:
+    problems = []
+    if not 2 <= classes <= len(CLASSES):
+        problems.append(f"classes={classes}: must be 2 to {len(CLASSES)} (the catalogue: {', '.join(CLASSES)})")
+    if clips_per_group < 1:
+        problems.append(f"clips_per_group={clips_per_group}: must be ≥ 1")
+    elif videos_per_class < 2 * clips_per_group:
+        problems.append(f"videos_per_class={videos_per_class}: needs at least 2 groups of clips_per_group="
+                        f"{clips_per_group} so that train and test hold different groups")
+    if width < 32 or height < 32 or width % 2 or height % 2:
+        problems.append(f"size {width}x{height}: width and height must be even and at least 32")
+    if fps <= 0:
+        problems.append(f"fps={fps}: must be positive")
+    lo, hi = duration
+    if not 0 < lo <= hi:
+        problems.append(f"duration={duration}: need 0 < min ≤ max seconds")
+    elif lo * fps < 2:
+        problems.append(f"duration={duration} at fps={fps}: videos need at least 2 frames")
+    if codec not in CODECS:
+        problems.append(f"codec={codec!r}: must be one of {', '.join(CODECS)}")
+    if problems:
+        raise ValueError("make_synthetic: " + "; ".join(problems))
+
+
+def make_synthetic(
+    out: str | os.PathLike,
+    *,
+    classes: int = 10,
+    videos_per_class: int = 40,
+    seed: int = 0,
+    codec: str = "mpeg4",
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    duration: tuple[float, float] = (2.0, 4.0),
+    clips_per_group: int = 4,
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
+    """Write the synthetic action set to ``out`` in UCF101's layout and return ``out`` as a Path.
+
+    ``classes`` takes the first N of :data:`CLASSES`. Videos are ``width``×``height`` at ``fps``, each
+    2–4 s (``duration`` in seconds, uniform), MPEG-4 in AVI (``codec="mpeg4"``) or H.264 in MP4
+    (``"h264"``). ``clips_per_group`` clips share a group (a scene); the splits are group-wise.
+
+    Cached: when ``out/synth.json`` records the same parameters and every file is present with its
+    recorded size, nothing is redone. An interrupted run with the same parameters resumes. A folder holding
+    a set made with other parameters is replaced only with ``force=True``; a non-empty folder that is not a
+    synthetic set is never touched. ``workers``: processes (default: the CPUs this process may use; 1 runs
+    in this process).
+    """
+    _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec)
+    out = Path(out)
+    names = CLASSES[:classes]
+    params = {
+        "generator_version": GENERATOR_VERSION,
+        "classes": names,
+        "videos_per_class": videos_per_class,
+        "clips_per_group": clips_per_group,
+        "seed": seed,
+        "codec": codec,
+        "width": width,
+        "height": height,
+        "fps": fps,
+        "duration": list(duration),
+    }
+    manifest_path = out / MANIFEST
+    if manifest_path.exists():
+        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if old.get("params") == params:
+            if old.get("complete") and _files_intact(out, old.get("files", {})):
+                return out
+        elif force:
+            _remove_set(out)
+        else:
+            diff = sorted(k for k in set(params) | set(old.get("params", {}))
+                          if params.get(k) != old.get("params", {}).get(k))
+            raise FileExistsError(
+                f"{out}: holds a synthetic set made with other parameters ({', '.join(diff)} differ); "
+                "pass force=True (--force) to replace it, or choose another folder")
+    elif out.exists() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: folder is not empty and holds no {MANIFEST}; refusing to write into it")
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_path.write_text(json.dumps({"params": params, "complete": False}, indent=1), encoding="utf-8")
+
+    jobs = _plan(out, names, videos_per_class, clips_per_group, seed, width, height, fps, duration, codec)
+    todo = [j for j in jobs if not Path(j.path).exists()]
+    _run_jobs(todo, workers, progress)
+
+    _write_lists(out, names, jobs, videos_per_class, clips_per_group)
+    files = {str(Path(j.path).relative_to(out)): Path(j.path).stat().st_size for j in jobs}
+    manifest = {"params": params, "complete": True, "files": files}
+    manifest_path.write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return out
+
+
+def _run_jobs(jobs: list[VideoJob], workers: int | None, progress: bool) -> None:
+    from tqdm import tqdm
+
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(jobs)))
+    bar = tqdm(total=len(jobs), desc="synthetic videos", unit="video", disable=not progress or not jobs)
+    try:
+        if workers == 1:
+            for job in jobs:
+                encode_video(job)
+                bar.update()
+            return
+        with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
+            for _ in pool.map(encode_video, jobs, chunksize=4):
+                bar.update()
+    finally:
+        bar.close()
+
+
+def _mp_context():
+    """fork on Linux: spawn and forkserver re-import the caller's ``__main__``, which breaks any script or
+    notebook without an ``if __name__ == "__main__"`` guard. fork is safe here because the workers only run
+    numpy and PyAV, never the parent's threads (torch's pools, tqdm's monitor). Elsewhere (macOS, Windows)
+    fork is unsafe or absent: spawn."""
+    import sys
+    from multiprocessing import get_all_start_methods
+
+    return get_context("fork" if sys.platform.startswith("linux") and "fork" in get_all_start_methods()
+                       else "spawn")
+
+
+def _write_lists(out: Path, names: list[str], jobs: list[VideoJob], vpc: int, cpg: int) -> None:
+    lists = out / LISTS_DIR
+    lists.mkdir(exist_ok=True)
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {n}\n" for i, n in enumerate(names)), encoding="utf-8")
+    num_groups = -(-vpc // cpg)
+    for k, test_groups in enumerate(split_groups(num_groups), start=1):
+        train, test = [], []
+        for j in jobs:
+            rel = Path(j.path).relative_to(out).as_posix()
+            if j.group in test_groups:
+                test.append(f"{rel}\n")
+            else:
+                train.append(f"{rel} {names.index(j.class_name) + 1}\n")
+        (lists / f"trainlist{k:02d}.txt").write_text("".join(train), encoding="utf-8")
+        (lists / f"testlist{k:02d}.txt").write_text("".join(test), encoding="utf-8")
+
+
+def _files_intact(out: Path, files: dict[str, int]) -> bool:
+    if not files:
+        return False
+    for rel, size in files.items():
+        try:
+            if (out / rel).stat().st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _remove_set(out: Path) -> None:
+    """Delete what make_synthetic wrote (class folders named in the old manifest, the lists, the manifest),
+    nothing else."""
+    old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    for name in old.get("params", {}).get("classes", []):
+        if name in CLASSES and (out / name).is_dir():
+            shutil.rmtree(out / name)
+    if (out / LISTS_DIR).is_dir():
+        shutil.rmtree(out / LISTS_DIR)
+    (out / MANIFEST).unlink()
