@@ -297,26 +297,31 @@ def test_dataloader_worker_errors_reach_the_main_process(videos, broken):
 
 
 def test_memory_stays_flat(videos):
-    """A few thousand clips through the prefetch thread: resident memory settles instead of growing."""
-    loader = ClipLoader(items_of(videos) * 20, clip_len=8, batch_size=20, size=(32, 40), crop=24,
+    """Thousands of clips through the prefetch thread: resident memory settles instead of growing.
+    A leak grows RSS in proportion to the clips read, so the second half of the run must not add what
+    the first half did."""
+    loader = ClipLoader(items_of(videos) * 20, clip_len=4, batch_size=20, size=(24, 32), crop=None,
                         dtype="float32", prefetch=2)
     proc = psutil.Process(os.getpid())
 
-    def epoch(e):
-        loader.set_epoch(e)
+    def epochs(first, count):
         n = 0
-        for x, _ in loader:
-            n += x.shape[0]
+        for e in range(first, first + count):
+            loader.set_epoch(e)
+            n += sum(x.shape[0] for x, _ in loader)
         return n
 
-    for e in range(3):  # warm up: caches, allocator pools
-        epoch(e)
+    epochs(0, 5)  # warm up: caches, allocator pools
     rss0 = proc.memory_info().rss
-    n = sum(epoch(e) for e in range(3, 28))
-    growth = proc.memory_info().rss - rss0
-    assert n == 25 * 120
-    # 3000 clips of 8×24×24×3 float32 are 165 MB in total; a leak of even 5% of that would show
-    assert growth < 8 * 2**20, f"RSS grew by {growth / 2**20:.1f} MiB over {n} clips"
+    n1 = epochs(5, 25)
+    rss1 = proc.memory_info().rss
+    n2 = epochs(30, 25)
+    rss2 = proc.memory_info().rss
+    assert n1 == n2 == 25 * 120
+    mib = 2**20
+    # the clips read in one half are 3000 × 4×24×32×3 float32 = 110 MB; 1 KiB kept per clip would be 3 MiB
+    assert rss2 - rss1 < 3 * mib, (
+        f"RSS grew by {(rss1 - rss0) / mib:.1f} MiB, then {(rss2 - rss1) / mib:.1f} MiB per {n2} clips")
 
 
 @pytest.mark.parametrize(
