@@ -73,11 +73,13 @@ def load_hmdb51(root: str | Path, fold: int = 1, split: str = "train", *,
     index = FileIndex()
     items: list[tuple[str, int]] = []
     counts = [0] * len(classes)
+    reported = {c for c in classes if c not in files}  # problems already said about these classes
     for label, c in enumerate(classes):
-        if c not in files:
+        if c in reported:
             continue
         if index.find(root, Path(c)) is None:
             problems.append(f"class {c!r}: folder {root / c} not found")
+            reported.add(c)
             continue
         first_seen: dict[str, int] = {}
         for lineno, line in read_lines(files[c], problems):
@@ -99,7 +101,7 @@ def load_hmdb51(root: str | Path, fold: int = 1, split: str = "train", *,
                 continue
             items.append((str(found.absolute()), label))
             counts[label] += 1
-    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0 and c in files]
+    empty = [c for c, n in zip(classes, counts, strict=True) if n == 0 and c not in reported]
     if empty and split != "unused":  # an unused part may well be empty
         problems.append(f"fold {fold} {split}: {len(empty)} class(es) without a video: {', '.join(empty[:20])}"
                         + (" …" if len(empty) > 20 else ""))
