@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="mpeg4: MPEG-4 part 2 in AVI, like UCF101 (default); h264: H.264 in MP4")
     synth.add_argument("--size", default="320x240", help="WIDTHxHEIGHT (default 320x240)")
     synth.add_argument("--fps", type=int, default=25)
+    synth.add_argument("--duration", type=float, nargs=2, default=(2.0, 4.0), metavar=("MIN", "MAX"),
+                       help="video length in seconds, uniform in [MIN, MAX] (default 2 4)")
+    synth.add_argument("--clips-per-group", type=int, default=4, help="clips sharing a scene (default 4)")
     synth.add_argument("--workers", type=int, default=None, help="processes (default: all CPUs)")
     synth.add_argument("--force", action="store_true", help="replace a set made with other parameters")
     synth.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -100,6 +103,7 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         out = make_synthetic(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
                              seed=args.seed, codec=args.codec, width=w, height=h, fps=args.fps,
+                             duration=tuple(args.duration), clips_per_group=args.clips_per_group,
                              workers=args.workers, progress=not args.quiet, force=args.force)
     except (ValueError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -407,11 +407,12 @@ def encode_video(job: VideoJob) -> tuple[str, int]:
         if job.codec == "mpeg4":
             # A fixed quantiser (qmin = qmax; the bit rate is only a ceiling): about UCF101's quality and bit
             # rate. 12-frame GOPs, no B-frames.
+            # A keyframe every 12 frames exactly (no scene-cut keyframes), so seeking costs are predictable.
             opts = {"flags": "+bitexact", "qmin": str(MPEG4_Q), "qmax": str(MPEG4_Q), "b": "20M",
-                    "threads": "1", "g": "12"}
+                    "threads": "1", "g": "12", "sc_threshold": "1000000000"}
         else:
             opts = {"flags": "+bitexact", "crf": "23", "preset": "veryfast", "threads": "1", "g": "25",
-                    "x264-params": "log=-1"}
+                    "x264-params": "log=-1:scenecut=0"}
         stream = container.add_stream(encoder, rate=job.fps, options=opts)
         stream.width, stream.height, stream.pix_fmt = job.width, job.height, "yuv420p"
         stream.codec_context.thread_count = 1
@@ -516,7 +517,7 @@ def make_synthetic(
         "width": width,
         "height": height,
         "fps": fps,
-        "duration": list(duration),
+        "duration": [float(d) for d in duration],
     }
     manifest_path = out / MANIFEST
     if manifest_path.exists():
@@ -524,6 +525,7 @@ def make_synthetic(
         if old.get("params") == params:
             if old.get("complete") and _files_intact(out, old.get("files", {})):
                 return out
+            _remove_damaged(out, old.get("files", {}))
         elif force:
             _remove_set(out)
         else:
@@ -538,6 +540,7 @@ def make_synthetic(
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.write_text(json.dumps({"params": params, "complete": False}, indent=1), encoding="utf-8")
 
+    duration = (float(duration[0]), float(duration[1]))
     jobs = _plan(out, names, videos_per_class, clips_per_group, seed, width, height, fps, duration, codec)
     todo = [j for j in jobs if not Path(j.path).exists()]
     _run_jobs(todo, workers, progress)
@@ -608,6 +611,17 @@ def _files_intact(out: Path, files: dict[str, int]) -> bool:
         except OSError:
             return False
     return True
+
+
+def _remove_damaged(out: Path, files: dict[str, int]) -> None:
+    """Delete the videos whose size is not the one recorded, so that they are made again."""
+    for rel, size in files.items():
+        p = out / rel
+        try:
+            if p.stat().st_size != size:
+                p.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _remove_set(out: Path) -> None:
