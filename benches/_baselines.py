@@ -54,32 +54,35 @@ _SOURCES = [
 
 
 def make_workload(name: str, folder: Path, *, videos: int = 40, seed: int = 0) -> list[Path]:
-    """Encode (once; kept in ``folder``) ``videos`` videos of 5–7 s at 25 fps, 320×240, for workload
-    ``name``. Video i of every workload shows the same pictures."""
+    """Encode ``videos`` videos of 5–7 s at 25 fps, 320×240, for workload ``name``, into ``folder/name``.
+    Video i depends only on (seed, i), so the files are kept and reused by later runs (a smaller run
+    takes the first ones). Video i of every workload shows the same pictures."""
     spec = WORKLOADS[name]
     folder = Path(folder) / name
     stamp = folder / "stamp.json"
-    want = {"videos": videos, "seed": seed, "args": spec["args"], "sources": _SOURCES}
-    if stamp.exists() and json.loads(stamp.read_text()) == want:
-        return sorted(folder.glob(f"*.{spec['ext']}"))
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(seed)
+    want = {"seed": seed, "args": spec["args"], "sources": _SOURCES}
+    if not (stamp.exists() and json.loads(stamp.read_text()) == want):
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        stamp.write_text(json.dumps(want))
     paths = []
     for i in range(videos):
-        frames = int(rng.integers(125, 176))  # 5-7 s
-        src = _SOURCES[i % len(_SOURCES)]
-        noise = int(rng.integers(4, 12))
         path = folder / f"v{i:03d}.{spec['ext']}"
+        paths.append(path)
+        if path.exists():
+            continue
+        rng = np.random.default_rng([seed, i])
+        frames = int(rng.integers(125, 176))  # 5-7 s
+        noise = int(rng.integers(4, 12))
+        tmp = path.with_suffix(".part" + path.suffix)  # an interrupted run leaves no half file behind
         subprocess.run(
-            [FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", src, "-vf",
+            [FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", _SOURCES[i % len(_SOURCES)], "-vf",
              f"format=yuv420p,noise=alls={noise}:allf=t", "-frames:v", str(frames), *spec["args"],
-             "-threads", "1", str(path)],
+             "-threads", "1", str(tmp)],
             check=True,
         )
-        paths.append(path)
-    stamp.write_text(json.dumps(want))
+        tmp.rename(path)
     return paths
 
 

@@ -50,6 +50,8 @@ BATCH = 16
 CORES = 2
 READ_KW = dict(size=B.SIZE, crop=B.CROP, layout="NCTHW", dtype="float32", mean=B.MEAN, std=B.STD)
 BASELINES = ("decord", "pyav", "torchcodec")
+DEFAULT_CLIPS = {"ucf": 160, "gop250": 64}  # gop250 clips cost ~5x more to decode; keeps the run to minutes
+PROFILE_CLIPS = 16
 
 
 def make_visits(paths, num_frames, n_clips, k, seed):
@@ -232,7 +234,8 @@ def profile_ours(visits, reps):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=40, help="videos per workload (default 40)")
-    ap.add_argument("--clips", type=int, default=160, help="clips per method per repetition (default 160)")
+    ap.add_argument("--clips", type=int, default=None,
+                    help="clips per method per repetition (default: 160 for ucf, 64 for gop250)")
     ap.add_argument("--reps", type=int, default=3, help="repetitions (default 3; medians reported)")
     ap.add_argument("--workloads", default="ucf:1,gop250:1,gop250:4",
                     help="workload:clips_per_visit list (default ucf:1,gop250:1,gop250:4)")
@@ -240,9 +243,14 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny smoke run: 8 videos, 32 clips, 1 repetition")
     ap.add_argument("--no-profile", action="store_true", help="skip the per-stage profile")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", type=Path, metavar="JSON", help="only print the tables of an earlier run")
     args = ap.parse_args(argv)
+    if args.render:
+        print(render(json.loads(args.render.read_text())))
+        return
     if args.quick:
         args.videos, args.clips, args.reps = 8, 32, 1
+    clips_for = (lambda w: args.clips) if args.clips else (lambda w: DEFAULT_CLIPS[w])
     t_start = time.perf_counter()
     torch.set_num_threads(1)  # the main process only receives batches; the work is in workers / Rust threads
 
@@ -253,7 +261,7 @@ def main(argv=None):
         "machine": {"cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)), "platform": platform.platform(),
                     "python": platform.python_version(), "torch": torch.__version__,
                     "loadavg_start": os.getloadavg()},
-        "params": {"videos": args.videos, "clips": args.clips, "reps": args.reps, "clip_len": CLIP_LEN,
+        "params": {"videos": args.videos, "clips": {w: clips_for(w) for w, _ in specs}, "reps": args.reps, "clip_len": CLIP_LEN,
                    "batch": BATCH, "size": B.SIZE, "crop": B.CROP, "cores": CORES},
         "versions": {},
         "rows": [],
@@ -275,15 +283,16 @@ def main(argv=None):
     costs = {}  # path -> PacketCosts of the latest ffmpeg run
     for w, k in specs:
         paths, nf = workloads[w]
-        visits = make_visits(paths, nf, args.clips, k, args.seed + 1)
+        visits = make_visits(paths, nf, clips_for(w), k, args.seed + 1)
         batches = batches_of(visits, k)
+        n_clips = sum(len(c) for _, c in visits)
         loader = ClipLoader([(str(p), 0) for p in paths], clip_len=CLIP_LEN, clips_per_video=k, batch_size=BATCH,
                             seed=args.seed, threads=CORES, prefetch=2, num_frames=nf, **READ_KW)
         run_clip_loader(loader, BATCH)  # warm-up (imports, page cache)
         run_read_clips(batches[:1])
         dls = {m: baseline_loader(m, visits, k) for m in BASELINES}
         runners = {"read_clips": lambda b=batches: run_read_clips(b),
-                   "ClipLoader": lambda ld=loader: run_clip_loader(ld, args.clips)}
+                   "ClipLoader": lambda ld=loader, n=n_clips: run_clip_loader(ld, n)}
         runners.update({m: (lambda dl=dl: run_dataloader(dl)) for m, dl in dls.items()})
         runners["FFmpeg limit"] = lambda v=visits: run_ffmpeg(v, costs)
         times = {m: [] for m in runners}
@@ -315,8 +324,8 @@ def main(argv=None):
         result["profile_ms_per_clip"] = {}
         for w, k in specs:
             paths, nf = workloads[w]
-            visits = make_visits(paths, nf, min(args.clips, 48), k, args.seed + 3)
-            prof = profile_ours(visits, max(1, min(args.reps, 3)))
+            visits = make_visits(paths, nf, PROFILE_CLIPS, k, args.seed + 3)
+            prof = profile_ours(visits, 1)
             prof["ffmpeg forced decode (the limit's cost, 1 core)"] = forced_ms_per_clip(costs, visits)
             result["profile_ms_per_clip"][f"{w}:{k}"] = prof
 
