@@ -254,6 +254,20 @@ def test_yuv_conversion_matches_integer_formula():
     assert np.abs(rgb.astype(int) - 128).max() <= 2
 
 
+@pytest.mark.parametrize("name", ["RotateClockwise", "Bounce", "Grow"])
+def test_render_equals_whole_frame_conversion(name):
+    """render() converts only the rectangles objects were drawn in; the result must be exactly the whole
+    RGB frame converted, noise included."""
+    job = S.VideoJob("unused.avi", name, S.CLASSES.index(name), 3, 2, 7, 96, 72, 25, (0.8, 0.8), "mpeg4")
+    _, _, _, _, noise, offsets = S._scene(job)
+    frames = list(S.render(job))
+    rgb = list(S.render_rgb(job))
+    assert len(frames) == len(rgb) == 20
+    for i, (yuv, f) in enumerate(zip(frames, rgb, strict=True)):
+        oy, ox = offsets[i]
+        assert np.array_equal(yuv, S.rgb_to_yuv420p(f, noise[oy:oy + 72, ox:ox + 96])), i
+
+
 # ---------------------------------------------------------------------------------------------- one frame is not enough
 
 T, SIDE = 8, 32  # frames per clip, decoded side

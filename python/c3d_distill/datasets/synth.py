@@ -39,14 +39,15 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 
 # Bump when rendering or encoding changes, so cached sets made by an older generator are redone.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 MANIFEST = "synth.json"
 LISTS_DIR = "ucfTrainTestlist"
 
@@ -146,29 +147,47 @@ class _Sprite:
     colour_a: np.ndarray  # (3,) uint8
     colour_b: np.ndarray  # (3,) uint8
     period: float  # texture period in object units
+    # Rasters already drawn, by (size, angle, swap): most sprites only move, so one raster serves a video.
+    rasters: dict = field(default_factory=dict, repr=False, compare=False)
 
 
-def _draw(frame: np.ndarray, sprite: _Sprite, cx: float, cy: float, r: float, angle: float,
-          swap: bool = False) -> None:
-    """Draw ``sprite`` into ``frame`` (H, W, 3) uint8, centred at (cx, cy) px, size r px, turned by ``angle``
-    radians clockwise on screen (image y points down). ``swap`` exchanges its two colours (blinking)."""
-    h, w = frame.shape[:2]
-    ext = EXTENT * r
-    x0, x1 = max(int(cx - ext), 0), min(int(math.ceil(cx + ext)) + 1, w)
-    y0, y1 = max(int(cy - ext), 0), min(int(math.ceil(cy + ext)) + 1, h)
-    if x0 >= x1 or y0 >= y1:
-        return
-    xs = (np.arange(x0, x1, dtype=np.float32) + 0.5 - cx)[None, :]
-    ys = (np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)[:, None]
+def _raster(sprite: _Sprite, r: float, angle: float, swap: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """(colours (2K+1, 2K+1, 3) uint8, inside (2K+1, 2K+1) bool, K): the sprite centred on a pixel centre."""
+    key = (r, angle, swap)
+    hit = sprite.rasters.get(key)
+    if hit is not None:
+        return hit
+    k = int(math.ceil(EXTENT * r)) + 1
+    d = np.arange(-k, k + 1, dtype=np.float32)
+    xs, ys = d[None, :], d[:, None]
     c, s = math.cos(angle), math.sin(angle)
     u = (c * xs + s * ys) / r
     v = (-s * xs + c * ys) / r
     inside = _shape_mask(sprite.shape, u, v)
     second = _texture(sprite.texture, u, v, sprite.period)
     a, b = (sprite.colour_b, sprite.colour_a) if swap else (sprite.colour_a, sprite.colour_b)
-    colours = np.where(second[..., None], b, a)
-    region = frame[y0:y1, x0:x1]
-    np.copyto(region, colours.astype(np.uint8), where=inside[..., None])
+    colours = np.where(second[..., None], b, a).astype(np.uint8)
+    if len(sprite.rasters) >= 4:  # turning or scaling sprites: a new raster every frame, keep few
+        sprite.rasters.clear()
+    sprite.rasters[key] = (colours, inside, k)
+    return colours, inside, k
+
+
+def _draw(frame: np.ndarray, sprite: _Sprite, cx: float, cy: float, r: float, angle: float,
+          swap: bool = False) -> tuple[int, int, int, int] | None:
+    """Draw ``sprite`` into ``frame`` (H, W, 3) uint8, centred at (cx, cy) px (snapped to the pixel centre
+    under it), size r px, turned by ``angle`` radians clockwise on screen (image y points down). ``swap``
+    exchanges its two colours (blinking). Returns the rectangle written, (y0, y1, x0, x1), or None."""
+    h, w = frame.shape[:2]
+    colours, inside, k = _raster(sprite, r, angle, swap)
+    ix, iy = math.floor(cx), math.floor(cy)
+    x0, x1 = max(ix - k, 0), min(ix + k + 1, w)
+    y0, y1 = max(iy - k, 0), min(iy + k + 1, h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    sy, sx = slice(y0 - iy + k, y1 - iy + k), slice(x0 - ix + k, x1 - ix + k)
+    np.copyto(frame[y0:y1, x0:x1], colours[sy, sx], where=inside[sy, sx, None])
+    return y0, y1, x0, x1
 
 
 def _random_sprite(rng: np.random.Generator) -> _Sprite:
@@ -304,10 +323,9 @@ _Y_COEF = np.array([66, 129, 25], np.float32)
 _UV_COEF = np.array([[-38, 112], [-74, -94], [112, -18]] * 2, np.float32)
 
 
-def rgb_to_yuv420p(frame: np.ndarray, luma_noise: np.ndarray | None = None) -> np.ndarray:
-    """(H, W, 3) uint8 RGB → (H·3/2, W) uint8 planar YUV 4:2:0 (Y plane, then U, then V), BT.601 limited
-    range, chroma from the sum of each 2×2 block. H and W even. ``luma_noise`` (H, W) float32 of whole
-    numbers is added to Y before it is clipped to 0…255.
+def rgb_to_planes(frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(H, W, 3) uint8 RGB, H and W even → Y (H, W), U (H/2, W/2), V (H/2, W/2) as float32 whole numbers,
+    BT.601 limited range, chroma from the sum of each 2×2 block.
 
     Done in float32 with integer coefficients: every product and sum is an integer below 2**24, so the
     result is exact whatever order or fused multiply-add the BLAS kernel uses, i.e. the same on every CPU."""
@@ -316,32 +334,52 @@ def rgb_to_yuv420p(frame: np.ndarray, luma_noise: np.ndarray | None = None) -> n
     y = x @ _Y_COEF
     rows = x.reshape(h // 2, 2, w * 3)
     uv = (rows[:, 0] + rows[:, 1]).reshape(h // 2, w // 2, 6) @ _UV_COEF  # 2×2 block sums, then weights
-    out = np.empty((h * 3 // 2, w), np.uint8)
     y += 128
     y *= 1 / 256
     np.floor(y, out=y)
     y += 16
-    if luma_noise is not None:
-        y += luma_noise
-        np.clip(y, 0, 255, out=y)
-    out[:h] = y
     uv += 512
     uv *= 1 / 1024
     np.floor(uv, out=uv)
     uv += 128
-    out[h:h + h // 4] = uv[..., 0].reshape(h // 4, w)
-    out[h + h // 4:] = uv[..., 1].reshape(h // 4, w)
+    return y, uv[..., 0], uv[..., 1]
+
+
+def rgb_to_yuv420p(frame: np.ndarray, luma_noise: np.ndarray | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 RGB → (H·3/2, W) uint8 planar YUV 4:2:0 (Y rows, then U, then V, the layout
+    ``av.VideoFrame.from_ndarray(..., format="yuv420p")`` takes; H a multiple of 4, W even), see
+    :func:`rgb_to_planes`. ``luma_noise`` (H, W), whole numbers, is added to Y before it is clipped to
+    0…255."""
+    h, w = frame.shape[:2]
+    y, u, v = rgb_to_planes(frame)
+    if luma_noise is not None:
+        y += luma_noise
+        np.clip(y, 0, 255, out=y)
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    out[:h] = y
+    out[h:h + h // 4] = u.reshape(h // 4, w)
+    out[h + h // 4:] = v.reshape(h // 4, w)
     return out
 
 
-def _scene(job: VideoJob):
-    """Everything random about one video, drawn from its own generator: (frame count, per-frame draw
-    function, luma noise field, per-frame noise offsets)."""
-    w, h = job.width, job.height
+@lru_cache(maxsize=16)
+def _group_scene(seed: int, group: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The background of a group, (H, W, 3) RGB and (H·3/2, W) YUV 4:2:0, both uint8, read-only. Cached:
+    every class draws on the same scenes, and drawing one costs more than a dozen frames."""
     # The scene belongs to the group, across classes: a background says which group, never which class.
-    scene_rng = np.random.default_rng(np.random.SeedSequence([job.seed, 1, job.group]))
+    rgb = _background(np.random.default_rng(np.random.SeedSequence([seed, 1, group])), h, w)
+    yuv = rgb_to_yuv420p(rgb)
+    rgb.flags.writeable = False
+    yuv.flags.writeable = False
+    return rgb, yuv
+
+
+def _scene(job: VideoJob):
+    """Everything random about one video, drawn from its own generator: (frame count, background RGB,
+    background YUV, per-frame draw function, luma noise field (int16), per-frame noise offsets)."""
+    w, h = job.width, job.height
     rng = np.random.default_rng(np.random.SeedSequence([job.seed, 2, job.class_id, job.group, job.clip]))
-    background = _background(scene_rng, h, w)
+    background, background_yuv = _group_scene(job.seed, job.group, h, w)
 
     n = int(round(rng.uniform(*job.duration) * job.fps))
     r = rng.uniform(0.10, 0.16) * h
@@ -362,35 +400,54 @@ def _scene(job: VideoJob):
     # frame instead of drawing W·H normals per frame, which would cost more than the drawing).
     sigma = rng.uniform(0, 5)
     pad = 24
-    noise = np.round(rng.standard_normal((h + pad, w + pad), dtype=np.float32) * sigma)
+    noise = np.round(rng.standard_normal((h + pad, w + pad), dtype=np.float32) * sigma).astype(np.int16)
     offsets = rng.integers(0, pad + 1, (n, 2))
 
-    def draw(i: int) -> np.ndarray:
-        frame = background.copy()
-        for sp, p0, vel, rd, ang in distractors:
-            px, py = p0 + vel * i
-            _draw(frame, sp, px, py, rd, ang)
-        _draw(frame, sprite, float(x[i]), float(y[i]), float(size[i]), float(angle[i]), bool(swap[i]))
-        return frame
+    def draw(i: int, frame: np.ndarray) -> list[tuple[int, int, int, int]]:
+        """Draw frame i's objects onto ``frame`` (a copy of the background); the rectangles written."""
+        rects = [_draw(frame, sp, px, py, rd, ang)
+                 for sp, p0, vel, rd, ang in distractors for px, py in [p0 + vel * i]]
+        rects.append(_draw(frame, sprite, float(x[i]), float(y[i]), float(size[i]), float(angle[i]),
+                           bool(swap[i])))
+        return [rect for rect in rects if rect is not None]
 
-    return n, draw, noise, offsets
+    return n, background, background_yuv, draw, noise, offsets
 
 
 def render_rgb(job: VideoJob) -> Iterator[np.ndarray]:
     """The clean frames of one video (no sensor noise): (H, W, 3) uint8 RGB each."""
-    n, draw, _, _ = _scene(job)
+    n, background, _, draw, _, _ = _scene(job)
     for i in range(n):
-        yield draw(i)
+        frame = background.copy()
+        draw(i, frame)
+        yield frame
 
 
 def render(job: VideoJob) -> Iterator[np.ndarray]:
     """The frames of one video as the encoder gets them: (H·3/2, W) uint8 planar YUV 4:2:0 (Y rows, then
-    U, then V), sensor noise on the luma, fully determined by the job's seeds."""
-    n, draw, noise, offsets = _scene(job)
+    U, then V), sensor noise on the luma, fully determined by the job's seeds. Equal to
+    ``rgb_to_yuv420p(rgb frame, noise window)``, but only the rectangles the objects were drawn in are
+    converted; the rest is the background's YUV, converted once."""
+    n, background, background_yuv, draw, noise, offsets = _scene(job)
     h, w = job.height, job.width
     for i in range(n):
+        frame = background.copy()
+        out = background_yuv.copy()
+        u_plane = out[h:h + h // 4].reshape(h // 2, w // 2)
+        v_plane = out[h + h // 4:].reshape(h // 2, w // 2)
+        for y0, y1, x0, x1 in draw(i, frame):
+            y0, x0 = y0 & ~1, x0 & ~1  # whole 2×2 chroma blocks
+            y1, x1 = min(y1 + (y1 & 1), h), min(x1 + (x1 & 1), w)
+            py, pu, pv = rgb_to_planes(frame[y0:y1, x0:x1])
+            out[y0:y1, x0:x1] = py
+            u_plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = pu
+            v_plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = pv
         oy, ox = offsets[i]
-        yield rgb_to_yuv420p(draw(i), noise[oy:oy + h, ox:ox + w])
+        luma = out[:h].astype(np.int16)
+        luma += noise[oy:oy + h, ox:ox + w]
+        np.clip(luma, 0, 255, out=luma)
+        out[:h] = luma
+        yield out
 
 
 def encode_video(job: VideoJob) -> tuple[str, int]:
@@ -461,8 +518,9 @@ def _check_args(classes, videos_per_class, clips_per_group, width, height, fps, 
     elif videos_per_class < 2 * clips_per_group:
         problems.append(f"videos_per_class={videos_per_class}: needs at least 2 groups of clips_per_group="
                         f"{clips_per_group} so that train and test hold different groups")
-    if width < 32 or height < 32 or width % 2 or height % 2:
-        problems.append(f"size {width}x{height}: width and height must be even and at least 32")
+    if width < 32 or height < 32 or width % 2 or height % 4:
+        problems.append(f"size {width}x{height}: need width even, height a multiple of 4 (YUV 4:2:0 planes), "
+                        "both at least 32")
     if fps <= 0:
         problems.append(f"fps={fps}: must be positive")
     lo, hi = duration
