@@ -1,10 +1,196 @@
-"""Fast execution paths (see apply_fast)."""
+"""Fast execution paths: the same parameters, the same function, less time.
+
+Plain PyTorch runs every conv of these networks on NCTHW tensors, so oneDNN reorders activations into its
+own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go through the general
+3-D kernel, and ReLU and pooling are separate passes over memory. The fast path:
+
+* keeps activations channels-last (``channels_last_3d``: memory order N, T, H, W, C) while frames are
+  large: no reorder around those convs, pools and ReLUs;
+* runs the SP spatial (1,3,3) conv as a 2-D conv over the N·T frames, on a *view* of the same memory
+  ((N, C, T, H, W) channels-last-3d is (N·T, C, H, W) channels-last), and the temporal (3,1,1) conv as a
+  2-D (3,1) conv over the (T, H·W) plane, again a view;
+* runs the wide, small 3-D convs (14², 7²) and the MC 2-D part in NCDHW / NCHW, where oneDNN's blocked
+  kernels beat channels-last (one copy of a pooled tensor at the switch; the fold stays a view);
+* fuses conv + bias + ReLU in one oneDNN primitive for CPU inference (``torch.ops.mkldnn.
+  _convolution_pointwise``, the op torch.compile's CPU backend emits), and folds eval-mode BatchNorm
+  into the conv weights;
+* under autograd, on other devices or under autocast it uses the ordinary ops on the same layouts
+  (conv, then an in-place ReLU, which autograd allows after a conv).
+
+Every path is checked against the plain layers (tests/test_models_fast.py, relative error < 1e-5 in
+float32). Module forward hooks only fire on the plain path, so a model with hooks on its stage modules
+falls back to the plain path automatically; ``forward_stages`` is the way to read activations.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .net import VideoNet
+
+CL3 = torch.channels_last_3d
+CL2 = torch.channels_last
 
 
 def apply_fast(model: nn.Module, enabled: bool) -> None:
-    """Placeholder until the fast paths land: the plain layers are used either way."""
-    return None
+    """Nothing to convert: the fast path reads the same parameters in ``VideoNet._run_fast``; this is
+    the place to validate that it can run at all."""
+    if enabled and not _pointwise_available():
+        # Only the fused CPU primitive is optional; the rest is ordinary PyTorch.
+        pass
+
+
+def _pointwise_available() -> bool:
+    return hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
+
+
+_HAS_POINTWISE = None
+
+
+def _can_fuse(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    global _HAS_POINTWISE
+    if _HAS_POINTWISE is None:
+        _HAS_POINTWISE = _pointwise_available()
+    return (
+        _HAS_POINTWISE
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and not torch.is_autocast_enabled("cpu")
+    )
+
+
+def conv_relu(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    padding: tuple[int, ...],
+    relu: bool = True,
+) -> torch.Tensor:
+    """conv (stride 1) + bias [+ ReLU] on a channels-last input; output channels-last too."""
+    if _can_fuse(x, weight):
+        ones = [1] * len(padding)
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, weight, bias, list(padding), ones, ones, 1, "relu" if relu else "none", [None], ""
+        )
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    y = conv(x, weight, bias, padding=padding)
+    return F.relu_(y) if relu else y
+
+
+def _bn_folded(conv: nn.Module, bn: nn.BatchNorm3d | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of conv followed by an eval-mode BatchNorm, as one conv."""
+    if bn is None:
+        return conv.weight, conv.bias
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    w = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    b = (conv.bias - bn.running_mean) * scale + bn.bias
+    return w, b
+
+
+def _bn_train(x2d: torch.Tensor, bn: nn.BatchNorm3d) -> torch.Tensor:
+    """BatchNorm3d in training mode on the (N·T, C, H, W) view: the same statistics (over N, T, H, W) and
+    the same running-stat update."""
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+    momentum = bn.momentum
+    if momentum is None:  # cumulative moving average, as nn.BatchNorm does
+        momentum = 1.0 / float(bn.num_batches_tracked)
+    return F.batch_norm(x2d, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, momentum, bn.eps)
+
+
+def frames_view(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) channels-last-3d → (N·T, C, H, W) channels-last: a view of the same memory."""
+    n, c, t, h, w = x.shape
+    return x.permute(0, 2, 1, 3, 4).reshape(n * t, c, h, w)
+
+
+def from_frames(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Inverse of :func:`frames_view`: (N·T, C, H, W) channels-last → (N, C, T, H, W) channels-last-3d."""
+    nt, c, h, w = y.shape
+    return y.reshape(n, nt // n, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def time_plane_view(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, T, H, W) channels-last-3d → (N, C, T, H·W) channels-last: a view."""
+    n, c, t, h, w = x.shape
+    return x.reshape(n, c, t, h * w)
+
+
+def sp_stage(x: torch.Tensor, mod: nn.Module) -> torch.Tensor:
+    """:class:`SPConv` on a channels-last-3d (N, Cin, T, H, W) → channels-last-3d (N, Cout, T, H, W)."""
+    n, _, t, h, w = x.shape
+    sbn, tbn = mod.spatial_bn, mod.temporal_bn
+    train_bn = sbn is not None and sbn.training
+    frames = frames_view(x)
+    if train_bn:
+        y = F.conv2d(frames, mod.spatial.weight[:, :, 0], mod.spatial.bias, padding=1)
+        y = F.relu_(_bn_train(y, sbn))
+    else:
+        ws, bs = _bn_folded(mod.spatial, sbn)
+        y = conv_relu(frames, ws[:, :, 0], bs, (1, 1))
+    y = from_frames(y, n)  # (N, Cout, T, H, W) channels-last-3d
+    plane = time_plane_view(y)  # (N, Cout, T, H·W)
+    if train_bn:
+        z = F.conv2d(plane, mod.temporal.weight[..., 0], mod.temporal.bias, padding=(1, 0))
+        z = F.relu_(_bn_train(z, tbn))
+    else:
+        wt, bt = _bn_folded(mod.temporal, tbn)
+        z = conv_relu(plane, wt[..., 0], bt, (1, 0))
+    return z.reshape(n, -1, t, h, w)
+
+
+# 3-D convs run channels-last while frames are large (oneDNN's direct NDHWC kernels win there: conv1
+# 3→64 at 112² about 3× plain, 256→256 at 28² about 1.7×) and NCDHW once they are small and wide (at
+# 14² and 7² with 512 channels the channels-last kernels measured 0.3–0.6× of NCDHW, single thread).
+CHANNELS_LAST_MIN_HW = 28
+
+
+def _layout_3d(st) -> torch.memory_format:
+    return CL3 if min(st.hw) >= CHANNELS_LAST_MIN_HW else torch.contiguous_format
+
+
+def run_fast(model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The fast forward of a :class:`VideoNet` up to the flattened pool5 features (N, feature_dim)."""
+    for st in model.plan:
+        mod = getattr(model, st.name)
+        if st.kind == "3d":
+            x = conv_relu(x.contiguous(memory_format=_layout_3d(st)), mod.weight, mod.bias, (1, 1, 1))
+        elif st.kind == "sp":
+            x = sp_stage(x.contiguous(memory_format=CL3), mod)
+        else:
+            # The 2-D part is wide (1024–2048 channels) at 28² and below: NCHW kernels are faster there,
+            # and the fold of a contiguous (N, C, T, H, W) tensor is a view.
+            x = x.contiguous()
+            if x.dim() == 5:
+                x = model.fold(x)
+            x = conv_relu(x, mod.weight, mod.bias, (1, 1))
+        if stages is not None:
+            stages[st.name] = x
+        if st.pool is not None:
+            k, s, p = st.pool
+            x = (F.max_pool2d if st.kind == "2d" else F.max_pool3d)(x, k, s, p)
+    return x.flatten(1)
+
+
+def has_stage_hooks(model: VideoNet) -> bool:
+    """True when forward hooks on the stage modules (or global module hooks) expect the plain path."""
+    from torch.nn.modules import module as _m
+
+    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+        return True
+    for st in model.plan:
+        for mod in getattr(model, st.name).modules():
+            if mod._forward_hooks or mod._forward_pre_hooks:
+                return True
+    for name in ("fold", "pool1", "pool2", "pool3", "pool4", "pool5"):
+        mod = getattr(model, name, None)
+        if mod is not None and (mod._forward_hooks or mod._forward_pre_hooks):
+            return True
+    return False

@@ -275,6 +275,11 @@ class VideoNet(nn.Module):
 
     def _run(self, x: torch.Tensor, stages: dict[str, torch.Tensor] | None) -> torch.Tensor:
         self._check_input(x)
+        if self.fast:
+            from .fast import has_stage_hooks, run_fast
+
+            if not has_stage_hooks(self):
+                return run_fast(self, x, stages)
         for st in self.plan:
             if st.fold_before and x.dim() == 5:
                 x = self.fold(x)
