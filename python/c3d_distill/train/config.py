@@ -48,6 +48,7 @@ class RunConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     teacher_cache: bool = False
+    eval_cache: bool = True  # teacher outputs on the (fixed) evaluation clips, kept when they fit in 1 GiB
     # sampling
     stride: int = 1
     clips_per_video: int = 1

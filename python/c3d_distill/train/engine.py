@@ -452,17 +452,21 @@ def evaluate(
     amp: bool = False,
     channels_last: bool = False,
     teacher: nn.Module | None = None,
+    teacher_cache: TeacherCache | None = None,
     progress: bool = False,
     desc: str = "eval",
 ) -> dict[str, float]:
     """Clip accuracy (top-1, top-5) of every clip the loader yields, video accuracy (softmax averaged over
     each video's clips, needs ``meta``), the objective's loss parts, and the relative pool5 feature error
     ``Σ‖f_s − f_t‖² / Σ‖f_t‖²`` against the objective's teacher (or ``teacher``) when there is one.
-    ``clips_per_s`` counts the forward passes of the evaluated model only (loader included)."""
+    ``clips_per_s`` counts the forward passes of the evaluated model only (loader included).
+    ``teacher_cache`` (default: the objective's) keeps the teacher's outputs on the evaluation clips, which
+    are the same every epoch (uniform sampler, centre crop), so only the first evaluation runs the teacher."""
     model_net = net.module if hasattr(net, "module") and isinstance(net, nn.parallel.DistributedDataParallel) else net
     model_net.eval()
     sums = _Sums()
     teacher = objective.teacher if objective is not None and objective.teacher is not None else teacher
+    cache = teacher_cache if teacher_cache is not None else (objective.cache if objective is not None else None)
     err_num = err_den = 0.0
     video_scores: torch.Tensor | None = None
     video_labels: torch.Tensor | None = None
@@ -480,7 +484,7 @@ def evaluate(
         t_out = None
         if teacher is not None:
             t_out = run_teacher(teacher, x, stages=bool(objective and objective.wants_stages), amp=amp,
-                                cache=objective.cache if objective else None, meta=meta, namespace="eval")
+                                cache=cache, meta=meta, namespace="eval")
             d = (out["features"] - t_out.features).pow(2).sum()
             err_num += float(d)
             err_den += float(t_out.features.pow(2).sum())

@@ -48,6 +48,7 @@ from .engine import (
     lr_at,
     to_channels_last,
     train_one_epoch,
+    unwrap,
 )
 
 # Settings that may change between a run and its resumption without changing what it computes.
@@ -288,6 +289,11 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
 
         hint_pairs = fold_hint_pairs(teacher, model)
     cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw)) if cfg.teacher_cache else None
+    eval_cache = cache
+    if teacher is not None and cache is None and cfg.eval_cache:
+        per_clip = 4 * (unwrap(teacher).feature_dim + num_classes)
+        if per_clip * len(test_list) * (cfg.eval_clips + cfg.final_eval_clips) <= 2**30:
+            eval_cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw))
     objective = Objective(cfg.loss, teacher=teacher, hint_pairs=hint_pairs, hint_weight=cfg.hint_weight,
                           temperature=cfg.temperature, alpha=cfg.alpha, cache=cache, amp=cfg.amp)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -341,7 +347,8 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
                                        lr_fn=lr_fn, clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=channels_last,
                                        progress=progress, desc=f"{run_name} {epoch + 1}/{cfg.epochs}", **norm)
             te = evaluate(net, test_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
-                          channels_last=channels_last, progress=progress, desc=f"{run_name} test", **norm)
+                          channels_last=channels_last, teacher_cache=eval_cache, progress=progress,
+                          desc=f"{run_name} test", **norm)
             now = time.perf_counter() - t_run
             base = {"run": run_name, "model": cfg.model, "epoch": epoch + 1}
             log.add({**base, "split": "train", **tr, "time_total": now})
@@ -357,7 +364,8 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
         if finished:
             final_loader = make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips)
             fin = evaluate(net, final_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
-                           channels_last=channels_last, progress=progress, desc=f"{run_name} final", **norm)
+                           channels_last=channels_last, teacher_cache=eval_cache, progress=progress,
+                           desc=f"{run_name} final", **norm)
             train_rows = [r for r in log.rows if r["split"] == "train"]
             result = {"run": run_name, "mode": cfg.mode, "model": cfg.model,
                       "init": cfg.init if cfg.mode == "distill" else "scratch",
@@ -378,8 +386,6 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
 
 
 def _state(model, meta, optimizer, step, epoch, cfg, rows) -> dict[str, Any]:
-    from .engine import unwrap
-
     return {"format": FORMAT, "model": unwrap(model).state_dict(), "model_meta": meta,
             "optimizer": optimizer.state_dict(), "scheduler": {"step": int(step)}, "epoch": int(epoch),
             "config": cfg.to_dict(), "metrics": list(rows), "rng": rng_state()}

@@ -1,0 +1,180 @@
+"""The train / distill / eval / report / demo commands end to end on a tiny synthetic set, plus --resume
+and a SIGKILL in the middle of a run."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from c3d_distill.cli import main
+from c3d_distill.train.checkpoint import load_checkpoint
+
+# Tiny everything: 3 classes × 8 videos of 64×48, ~1 s each; width 1/16, 16×16 crops.
+SHAPE = ["--width", "0.0625", "--size", "16", "--batch-size", "4"]
+FAST = ["--eval-clips", "1", "--final-eval-clips", "2", "--no-progress", "--lr", "0.002", "--optimizer", "adamw"]
+TEACHER_ARGS = SHAPE + FAST + ["--epochs", "3", "--seed", "3", "--dropout", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory) -> str:
+    from c3d_distill.datasets import make_synthetic
+
+    root = make_synthetic(tmp_path_factory.mktemp("synth") / "set", classes=3, videos_per_class=8, width=64,
+                          height=48, duration=(0.8, 1.0), clips_per_group=2, workers=1, progress=False)
+    return f"synth:{root}"
+
+
+@pytest.fixture(scope="module")
+def teacher(synth, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "teacher"
+    assert main(["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]) == 0
+    return out
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run)["model"]
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_writes_the_run_folder(teacher):
+    assert {p.name for p in teacher.iterdir()} >= {"config.json", "checkpoint.pt", "metrics.jsonl", "eval.json"}
+    r = rows(teacher)
+    assert [(x["epoch"], x["split"]) for x in r] == [(1, "train"), (1, "test"), (2, "train"), (2, "test"),
+                                                     (3, "train"), (3, "test"), (3, "final")]
+    for x in r:
+        assert {"loss", "ce", "top1", "clips_per_s", "time"} <= set(x)
+    assert all("lr" in x for x in r if x["split"] == "train")
+    assert r[-1]["clips"] == 6 * 2 and "video_acc" in r[-1]  # 6 test videos × 2 clips
+    ev = json.loads((teacher / "eval.json").read_text())
+    assert ev["model"] == "c3d" and ev["params"] > 0 and ev["gmacs"] > 0 and 0 <= ev["final_video_acc"] <= 1
+    ck = load_checkpoint(teacher)
+    assert ck["epoch"] == 3 and ck["model_meta"]["width"] == 0.0625 and len(ck["metrics"]) == 6
+
+
+def test_resume_after_a_split_run_equals_one_run(teacher, synth, tmp_path):
+    out = tmp_path / "split"
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]
+    assert main([*args, "--stop-after", "1"]) == 0
+    assert load_checkpoint(out)["epoch"] == 1 and not (out / "eval.json").exists()
+    assert main([*args, "--resume"]) == 0
+    assert same_weights(weights(out), weights(teacher))
+    drop = {"time", "time_total", "clips_per_s", "run"}
+    assert [{k: v for k, v in x.items() if k not in drop} for x in rows(out)] == \
+        [{k: v for k, v in x.items() if k not in drop} for x in rows(teacher)]
+
+
+def test_resume_refuses_other_settings(teacher, synth, tmp_path):
+    out = tmp_path / "other"
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]
+    main([*args, "--stop-after", "1"])
+    with pytest.raises(ValueError, match=r"lr: 0.002 → 0.005"):
+        main([*args, "--lr", "0.005", "--resume"])
+
+
+def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(teacher, synth, tmp_path):
+    out = tmp_path / "killed"
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]
+    proc = subprocess.Popen([sys.executable, "-m", "c3d_distill", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while not (out / "checkpoint.pt").exists():
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.time() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.05)
+        time.sleep(random.Random(os.getpid()).uniform(0.0, 1.0))  # somewhere in epoch 2 (or its checkpoint)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    ck = load_checkpoint(out)  # loads: the file is either the old or the new checkpoint, never torn
+    assert 1 <= ck["epoch"] <= 3
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")] or True  # a temp may remain; ignored
+    assert main([*args, "--resume"]) == 0
+    assert same_weights(weights(out), weights(teacher))
+
+
+@pytest.mark.parametrize("student,init,loss,extra", [
+    ("mc4", "transfer", "feature", ["--hints"]),
+    ("sp_bn", "random", "kd", ["--crop-mode", "center", "--no-flip", "--sampler", "center", "--teacher-cache"]),
+])
+def test_distill(teacher, synth, tmp_path, student, init, loss, extra):
+    out = tmp_path / f"{student}_{init}"
+    assert main(["distill", "--teacher", str(teacher), "--student", student, "--init", init, "--loss", loss,
+                 "--data", synth, "--out", str(out), "--epochs", "2", *FAST, *extra]) == 0
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["model"] == student and ev["init"] == init and 0 <= ev["final_feature_err"]
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["width"] == 0.0625 and cfg["size"] == 16  # taken from the teacher
+    train_rows = [r for r in rows(out) if r["split"] == "train"]
+    if loss == "feature":
+        assert (out / "transfer.json").exists()
+        assert {"feature", "hint", "ce"} <= set(train_rows[0])
+        # the frozen head is the teacher's
+        s, t = weights(out), weights(teacher)
+        assert all(torch.equal(s[k], t[k]) for k in ("fc6.weight", "fc7.bias", "fc8.weight"))
+    else:
+        assert {"kl", "ce"} <= set(train_rows[0]) and "feature" not in train_rows[0]
+        # epoch 2 used the cached teacher outputs of epoch 1 (same clips: centre sampler and crop)
+        assert ev["teacher_cache"]["hits"] >= 16 + 6  # all 16 training clips and 6 test clips of epoch 2
+
+
+def test_distill_errors_name_the_option(teacher, synth, tmp_path):
+    base = ["distill", "--data", synth, "--out", str(tmp_path / "x"), "--epochs", "1", *FAST]
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        main([*base, "--teacher", str(tmp_path / "nope")])
+    with pytest.raises(ValueError, match="--teacher-cache: needs deterministic crops"):
+        main([*base, "--teacher", str(teacher), "--teacher-cache"])
+    with pytest.raises(ValueError, match="--width 0.125: the teacher was trained with width=0.0625"):
+        main([*base, "--teacher", str(teacher), "--width", "0.125"])
+
+
+def test_eval_command(teacher, synth, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(teacher / "checkpoint.pt"), "--data", synth, "--teacher", str(teacher), "--clips", "3",
+                 "--json", str(out), "--no-progress"]) == 0
+    res = json.loads(out.read_text())
+    assert res["clips"] == 6 * 3 and res["videos"] == 6 and res["clips_per_video"] == 3
+    assert res["feature_err"] == 0.0  # the teacher against itself
+    assert {"top1", "top5", "video_acc", "ce", "clips_per_s", "params", "gmacs"} <= set(res)
+    assert json.loads(capsys.readouterr().out) == res
+
+
+def test_report_command(teacher, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", str(teacher), "--out", str(out)]) == 0
+    table = (out / "table.md").read_text()
+    assert "| c3d | scratch | ce |" in table and table in capsys.readouterr().out
+    for name in ("loss_per_model.png", "loss_all.png", "test_loss_all.png", "accuracy.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(FileNotFoundError, match="not a run folder|no config.json"):
+        main(["report", str(tmp_path), "--out", str(out)])
+
+
+def test_demo_command(synth, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--out", str(out), "--data", synth, "--students", "sp", "--teacher-epochs", "1",
+            "--student-epochs", "1", "--no-progress"]
+    assert main(args) == 0
+    summary = json.loads((out / "demo.json").read_text())
+    assert [(r["model"], r["init"]) for r in summary["rows"]] == [("c3d", "scratch"), ("sp", "transfer"),
+                                                                  ("sp", "random")]
+    assert all(r["finished"] and r["clip_acc"] is not None for r in summary["rows"])
+    assert (out / "report" / "test_loss_teacher_vs_sp.png").exists()
+    stamp = (out / "runs" / "teacher_c3d" / "eval.json").stat().st_mtime_ns
+    assert main(args) == 0  # finished runs are reused
+    assert (out / "runs" / "teacher_c3d" / "eval.json").stat().st_mtime_ns == stamp
