@@ -146,12 +146,16 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
 
 
 def _run(args: argparse.Namespace, mode: str) -> int:
+    from . import distributed
     from .run import run
 
     cfg = config_from_args(args, mode)
-    result = run(cfg, resume=args.resume, stop_after=args.stop_after)
-    if result:
-        print(_summary(result))
+    try:
+        result = run(cfg, resume=args.resume, stop_after=args.stop_after)
+        if result and distributed.is_main():
+            print(_summary(result))
+    finally:
+        distributed.cleanup()
     return 0
 
 
