@@ -160,3 +160,26 @@ def test_autocast_bfloat16_runs_the_unfused_path():
         lp, lf = plain(x), fast(x)
     assert lf.dtype == lp.dtype == torch.bfloat16
     assert rel_err(lf.float(), lp.float()) < 0.05  # bf16 rounding, not the fast path, sets this bound
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list_models())
+def test_cuda_fast_matches_plain(name):
+    """On CUDA the fast path is the unfused ops on channels-last tensors (cuDNN picks NDHWC kernels)."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    plain, fast = pair(name, 4, dropout=0.0)
+    plain.cuda().eval(), fast.cuda().eval()
+    x = torch.randn(2, 3, 16, 32, 32, device="cuda")
+    with torch.no_grad():
+        assert rel_err(fast(x), plain(x)) < 1e-5
+        sp, sf = plain.forward_stages(x), fast.forward_stages(x)
+        for k in STAGE_NAMES:
+            assert rel_err(sf[k], sp[k]) < 1e-5, k
+    plain.train(), fast.train()
+    target = torch.randn(2, 4, device="cuda")
+    tol = 1e-4 if name == "sp_bn" else 1e-5  # train-mode BatchNorm compounds float32 rounding
+    assert rel_err(training_step(fast, x, target), training_step(plain, x, target)) < tol
+    for (k, p), (_, q) in zip(plain.named_parameters(), fast.named_parameters(), strict=True):
+        assert rel_err(q.grad, p.grad) < max(tol, 1e-4) or (q.grad - p.grad).abs().max() < 1e-9, k
