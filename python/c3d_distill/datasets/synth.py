@@ -20,15 +20,15 @@ so the test scenes are new to the model.
 
 Encoder: PyAV, not a pipe to the ``ffmpeg`` command. PyAV's wheel carries its own FFmpeg build (with
 libx264), so ``pip install`` is all a machine needs, and the FFmpeg that writes the bytes is pinned by the
-``av`` version instead of whatever ``ffmpeg`` is on the PATH: the same seed gives the same bytes on every
-machine with the same ``av`` release. Frames go to the encoder in memory, and errors come back as
-exceptions instead of a return code and stderr to parse.
+``av`` version instead of whatever ``ffmpeg`` is on the PATH. Frames go to the encoder in memory, and errors
+come back as exceptions instead of a return code and stderr to parse.
 
-Determinism: every video draws from its own ``numpy`` generator seeded by ``(seed, class, group, clip)``,
-so the result does not depend on the number of workers or the order they finish in; the encoder runs
-single-threaded with FFmpeg's ``bitexact`` flags (no version strings that vary, no thread-dependent
-decisions); RGB → YUV 4:2:0 is done here in integer numpy arithmetic rather than by swscale, whose SIMD
-paths differ between CPUs.
+Determinism (same seed → same bytes with the same ``av`` release, i.e. the same FFmpeg build): every video
+draws from its own ``numpy`` generator seeded by ``(seed, class, group, clip)``, so the result does not
+depend on the number of workers or the order they finish in; the encoder runs single-threaded with
+FFmpeg's ``bitexact`` flags (no version strings in the file, no thread-dependent decisions); RGB → YUV
+4:2:0 is done here in exact integer arithmetic rather than by swscale, whose SIMD paths differ between
+CPUs. Object positions snap to whole pixels, so a sprite that only moves is rasterised once per video.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import json
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -228,11 +228,6 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- motions
 
-# A motion maps the clip's generator, frame count, frame size (w, h), base size r and fps to per-frame
-# arrays: centre x, centre y, size, angle (radians, clockwise on screen) and colour swap (bool).
-Motion = Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
-
-
 def _span(rng: np.random.Generator, lo: float, hi: float, frac: tuple[float, float]) -> tuple[float, float]:
     """A start and an end inside [lo, hi], |end - start| = frac of the room, direction +; the start is
     uniform over the positions that keep the whole path inside, so a frame's position has the same
@@ -248,6 +243,9 @@ def _static(rng, n, w, h, r):
 
 
 def _motion(name: str, rng: np.random.Generator, n: int, w: int, h: int, r: float, fps: float):
+    """Class ``name``'s path for a clip of ``n`` frames in a w×h frame, base size r px: per-frame arrays
+    (n,) of centre x, centre y (px, y down), size (px), angle (radians, clockwise on screen) and colour
+    swap (bool). Everything except the motion itself is drawn from ``rng``."""
     t = np.arange(n, dtype=np.float64)
     ramp = t / max(n - 1, 1)
     size = np.full(n, r)
