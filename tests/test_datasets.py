@@ -395,4 +395,4 @@ def test_cli_data_info_list(tmp_path, mpeg4_avi, capsys):
     (tmp_path / "l.txt").write_text("a.avi 0\n", encoding="utf-8")
     assert main(["data", "info", f"list:{tmp_path / 'l.txt'}", "--probe", "0"]) == 0
     out = capsys.readouterr().out
-    assert "1 classes" in out and "videos" in out and "probe" not in out
+    assert f"list:{tmp_path / 'l.txt'}: 1 class\n" in out and "videos" in out and "probe" not in out

@@ -61,7 +61,8 @@ def run_info(args: argparse.Namespace) -> int:
     first = lists[parts[0]]
     label = "videos" if kind == "list" else None
     splits = {(label or s): vl.counts() for s, vl in lists.items()}
-    print(f"{args.spec}: {len(first.classes)} classes" + ("" if kind == "list" else f", fold {fold}"))
+    nc = len(first.classes)
+    print(f"{args.spec}: {nc} class{'es' if nc != 1 else ''}" + ("" if kind == "list" else f", fold {fold}"))
     if first.root:
         print(f"  root: {first.root}")
     if kind != "list":
