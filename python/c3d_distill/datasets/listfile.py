@@ -103,7 +103,7 @@ def load_list(file: str | Path, *, classes: str | Path | list[str] | None = None
     for _, label in items:
         counts[label] += 1
     empty = [n for n, c in zip(names, counts, strict=True) if c == 0]
-    if empty and len(items) + len(problems) > 0:
+    if empty:
         problems.append(f"{len(empty)} class(es) without a video: {', '.join(empty[:20])}"
                         + (" …" if len(empty) > 20 else ""))
     if not parsed and not problems:
