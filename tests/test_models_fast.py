@@ -177,9 +177,15 @@ def test_cuda_fast_matches_plain(name):
         sp, sf = plain.forward_stages(x), fast.forward_stages(x)
         for k in STAGE_NAMES:
             assert rel_err(sf[k], sp[k]) < 1e-5, k
-    plain.train(), fast.train()
-    target = torch.randn(2, 4, device="cuda")
-    tol = 1e-4 if name == "sp_bn" else 1e-5  # train-mode BatchNorm compounds float32 rounding
+    # Train mode. sp_bn's sixteen train-mode BatchNorms over a 2-clip batch amplify float32 rounding
+    # (cuDNN sums in another order than the CPU) far past 1e-5 at the first layer's gradient, so sp_bn is
+    # compared in float64 there, which shows the function is the same.
+    dtype = torch.float64 if name == "sp_bn" else torch.float32
+    plain.to(dtype).train(), fast.to(dtype).train()
+    x = x.to(dtype)
+    target = torch.randn(2, 4, device="cuda", dtype=dtype)
+    tol = 1e-10 if dtype == torch.float64 else 1e-5
     assert rel_err(training_step(fast, x, target), training_step(plain, x, target)) < tol
     for (k, p), (_, q) in zip(plain.named_parameters(), fast.named_parameters(), strict=True):
+        # float32 weight gradients are sums over the whole batch: cuDNN's algorithms differ by ~1e-6
         assert rel_err(q.grad, p.grad) < max(tol, 1e-4) or (q.grad - p.grad).abs().max() < 1e-9, k
