@@ -375,6 +375,35 @@ def _progress(iterable: Iterable, total: int | None, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
 
 
+def train_step(
+    net: nn.Module,
+    objective: Objective,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    meta: dict | None = None,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    clip_grad: float | None = None,
+    where: str = "train",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+    """One optimiser step on a prepared batch ``x`` (N, 3, T, H, W) on ``device``: teacher (if any),
+    student, loss, backward, clipping, step. Returns ``(loss, parts, student outputs)``."""
+    t_out = objective.teacher_outputs(x, meta)
+    with autocast(device, amp):
+        out = net(x)
+    loss, parts = objective(out, y, t_out)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"{where}: loss became {float(loss.detach())} (lower --lr or set --clip-grad)")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad is not None:
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
+    optimizer.step()
+    return loss, parts, out
+
+
 def train_one_epoch(
     net: nn.Module,
     loader: Iterable,
@@ -417,18 +446,8 @@ def train_one_epoch(
             lr = lr_fn(step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-        t_out = objective.teacher_outputs(x, meta)
-        with autocast(device, amp):
-            out = net(x)
-        loss, parts = objective(out, y, t_out)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{desc}: loss became {float(loss.detach())} at step {step} (lower --lr or set "
-                                     "--clip-grad)")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_grad is not None:
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
-        optimizer.step()
+        loss, parts, out = train_step(net, objective, optimizer, x, y, meta, device=device, amp=amp,
+                                      clip_grad=clip_grad, where=f"{desc} step {step}")
         step += 1
         parts = {"loss": loss, **parts}
         sums.add(x.shape[0], parts, out["logits"], y)

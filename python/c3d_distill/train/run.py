@@ -147,10 +147,24 @@ def _copy_head(student: nn.Module, teacher: nn.Module) -> None:
         s.load_state_dict(t.state_dict())
 
 
-def build_student(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any]) -> tuple[nn.Module, dict | None]:
+def probe_clips(cfg: RunConfig, items, n: int = 8) -> torch.Tensor:
+    """``n`` real training clips (centre clip, centre crop), normalised as the model sees them: (n, 3, T, H, W).
+    The weight transfer fits its calibration on them rather than on synthetic noise."""
+    step = max(1, len(items) // n)
+    picked = list(items)[::step][:n]
+    loader = make_eval_loader(cfg, picked, torch.device("cpu"), 1)
+    clips = torch.cat([b[0] for b in loader])
+    from .engine import prepare_batch
+
+    return prepare_batch(clips, torch.device("cpu"), mean=cfg.mean, std=cfg.std)
+
+
+def build_student(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any],
+                  probe: torch.Tensor | None = None) -> tuple[nn.Module, dict | None]:
     """The student named ``cfg.model`` at the teacher's width/frames/size, from the teacher's weights
-    (``init="transfer"``) or random. With ``loss="feature"`` the head is the teacher's and stays frozen:
-    the loss never reaches it, and a frozen copy reads the teacher's feature space the student learns."""
+    (``init="transfer"``, calibrated on ``probe`` clips when given) or random. With ``loss="feature"`` the
+    head is the teacher's and stays frozen: the loss never reaches it, and a frozen copy reads the
+    teacher's feature space the student learns."""
     from ..models import create_model
 
     kw = dict(width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast)
@@ -158,7 +172,8 @@ def build_student(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any]) -> 
     if cfg.init == "transfer":
         from ..transfer import transfer
 
-        student, report = transfer(teacher, cfg.model, num_classes=tmeta["num_classes"], **kw)
+        student, report = transfer(teacher, cfg.model, probe=probe, seed=cfg.seed, num_classes=tmeta["num_classes"],
+                                   **kw)
         if hasattr(report, "to_dict"):
             report = report.to_dict()
         _copy_head(student, teacher)
@@ -269,8 +284,9 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
                                  "distillation needs the same")
         cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
         cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
+        probe = probe_clips(cfg, train_list.items) if cfg.init == "transfer" else None
         seed_everything(cfg.seed)
-        model, transfer_report = build_student(cfg, teacher, tmeta)
+        model, transfer_report = build_student(cfg, teacher, tmeta, probe)
         teacher.to(device)
     else:
         cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
