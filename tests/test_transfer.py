@@ -166,6 +166,8 @@ def test_signed_pairs_carry_conv1_exactly_through_the_relu():
             errs[pairs] = rel_err(m(x), ref)
     assert errs[True] < 1e-5
     assert errs[False] > 0.1
+    # the report's effective kernel of the pairs is the 3D kernel itself
+    assert rel_err(sp_split(w3, b3, signed_pairs=True).effective(), w3) < 1e-5
 
 
 def test_kernel_errors_name_the_problem():

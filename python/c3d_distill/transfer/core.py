@@ -244,13 +244,14 @@ class _Fit:
     spatial: Tensor | None = None
     spatial_bias: Tensor | None = None
     pairs: bool = False
-    exact_rank: bool = False
+    rank: int = 0
 
     def effective(self) -> Tensor:
         if self.spatial is None:
             return self.w
-        m = self.spatial.shape[0] // 2 if self.pairs else self.spatial.shape[0]
-        # Through the ReLU a signed pair (+v, −v) passes v once: the effective kernel is the "+" half.
+        # Through the ReLU a signed pair (+v, −v) passes v once: the effective kernel is the "+" half,
+        # channels [0, rank).
+        m = self.rank if self.pairs else self.spatial.shape[0]
         return sp_compose(self.spatial[:m], self.w[:, :m])
 
     def pre(self, x: Tensor, spatial_bn: nn.Module | None = None) -> Tensor:
@@ -280,7 +281,7 @@ def _calibrate(fit: _Fit, pre: Tensor, target_pre: Tensor) -> tuple[_Fit, bool]:
     b0 = fit.b if fit.b is not None else torch.zeros_like(a)
     b = a * b0 + beta.to(fit.w.dtype)
     return _Fit(fit.method + " + calibrated", fit.kind, w, b, fit.ref, fit.spatial, fit.spatial_bias, fit.pairs,
-                fit.exact_rank), True
+                fit.rank), True
 
 
 def _fit_stage(kind: str, t_in: int, tconv: nn.Conv3d, sconv: nn.Module, x_s: Tensor, x_t: Tensor, *,
@@ -312,7 +313,7 @@ def _fit_stage(kind: str, t_in: int, tconv: nn.Conv3d, sconv: nn.Module, x_s: Te
         label = f"SVD rank {sp.rank}" + (" signed pairs" if mode == "pairs" else "") + f" of {sp.singular_values.numel()}"
         exact = full and mode == "pairs"
         fit = _Fit(label, "exact" if exact else "approx", sp.temporal, sp.temporal_bias, w3, sp.spatial,
-                   sp.spatial_bias, mode == "pairs", full)
+                   sp.spatial_bias, mode == "pairs", sp.rank)
         if calibrate and not exact:
             fit, _ = _calibrate(fit, fit.pre(x_s), target)
         err = rel_err(F.relu(fit.pre(x_s)), F.relu(target))

@@ -94,7 +94,8 @@ class SPSplit:
 
     ``spatial``: ``(M, Cin, 1, kh, kw)``; ``temporal``: ``(Cout, M, kt, 1, 1)``; ``spatial_bias`` ``(M,)``
     (zeros); ``temporal_bias`` ``(Cout,)`` or ``None``; ``singular_values``: all of them, descending;
-    ``rank``: how many components were kept (the rest of the ``M`` channels are zero).
+    ``rank``: how many components were kept; ``signed_pairs``: channels ``[0, rank)`` hold them with ``+``
+    sign and ``[rank, 2·rank)`` with ``−`` sign. The remaining channels are zero.
     """
 
     spatial: Tensor
@@ -103,6 +104,16 @@ class SPSplit:
     temporal_bias: Tensor | None
     singular_values: Tensor
     rank: int
+    signed_pairs: bool = False
+
+    def effective(self) -> Tensor:
+        """The 3D kernel ``(Cout, Cin, kt, kh, kw)`` the pair computes when the ReLU between passes what it
+        must: the linear composite for a plain split; for signed pairs, the ``+`` half only (the linear
+        composite of both halves would count each component twice, but through the ReLU it passes once)."""
+        if not self.signed_pairs:
+            return sp_compose(self.spatial, self.temporal)
+        r = self.rank
+        return sp_compose(self.spatial[:r], self.temporal[:, :r])
 
 
 def sp_matrix(w3: Tensor) -> Tensor:
@@ -174,6 +185,7 @@ def sp_split(
         temporal_bias=None if b3 is None else b3.clone(),
         singular_values=s.to(w3.dtype),
         rank=r,
+        signed_pairs=signed_pairs,
     )
 
 
