@@ -254,6 +254,17 @@ def test_report_rows_and_head(teacher, name):
     assert student.feature_dim == teacher.feature_dim and not student.training
 
 
+def test_transfer_is_deterministic_and_leaves_the_global_rng_alone(teacher):
+    torch.manual_seed(42)
+    create_model("mc5", 7, **TINY)  # the student's own (overwritten) init: the only draws transfer() makes
+    expected = torch.rand(3)
+    torch.manual_seed(42)
+    _, r1 = transfer(teacher, "mc5")
+    assert torch.equal(torch.rand(3), expected)  # the seeded probe and baseline neither drew nor reseeded
+    _, r2 = transfer(teacher, "mc5")
+    assert r1.to_dict() == r2.to_dict()
+
+
 def test_sp_kinds_follow_exactness(teacher):
     _, rep = transfer(teacher, "sp", sp_mode="svd", calibrate=False)
     assert all(r["kind"] == "approx" for r in rep.rows[:8])  # the ReLU between the two convs

@@ -481,8 +481,10 @@ def transfer(
         f_t, f_s = teacher.features(check_x), student.features(check_x)
         report.rows += _head_rows(teacher, student, f_t, f_s)
         report.feature_rel_err, report.feature_cosine = rel_err(f_s, f_t), cosine(f_s, f_t)
-        torch.manual_seed(seed)
-        baseline = create_model(name, **cfg).to(device=device, dtype=dtype).eval()
+        with torch.random.fork_rng(devices=[]):  # a seeded baseline without touching the caller's RNG
+            torch.manual_seed(seed)
+            baseline = create_model(name, **cfg)
+        baseline = baseline.to(device=device, dtype=dtype).eval()
         f_r = baseline.features(check_x)
         report.random_feature_rel_err, report.random_feature_cosine = rel_err(f_r, f_t), cosine(f_r, f_t)
     finally:
