@@ -338,6 +338,11 @@ def test_fold_hint_pairs(teacher):
             t, s = teacher.forward_stages(x), student.forward_stages(x)
         for ts, ss in pairs:
             assert align(t[ts], s[ss]).shape == s[ss].shape
+        pooled = fold_hint_pairs(teacher, student, pooled=True)
+        assert [p[1] for p in pooled] == list(STAGES)
+        for ts, ss in pooled:
+            if ss in left_out:  # a "b" conv: the teacher's output max-pooled over frame pairs, then folded
+                assert torch.equal(align(t[ts], s[ss]), fold(F.max_pool3d(t[ts], (2, 1, 1))))
         if name.startswith("mc"):  # the first folded stage is exact, so its hint starts at zero
             k = int(name[2:])
             first = [st for st in STAGES if st.startswith(f"conv{k}")][0]

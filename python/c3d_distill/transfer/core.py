@@ -187,26 +187,33 @@ def _stage_kind(teacher: nn.Module, student: nn.Module, name: str) -> tuple[str,
     raise ValueError(f"student: stage {name} is a {type(s).__name__}; expected nn.Conv3d, nn.Conv2d or an SP pair")
 
 
-def fold_hint_pairs(teacher: nn.Module, student: nn.Module) -> list[tuple[str, str]]:
+def fold_hint_pairs(teacher: nn.Module, student: nn.Module, *, pooled: bool = False) -> list[tuple[str, str]]:
     """(teacher stage, student stage) pairs whose ``forward_stages`` outputs live in the same space.
 
     For a pair, ``align(teacher_out, student_out)`` gives the teacher's output in the student's layout
     (folded when the student's is 4D) with the student's shape, so a layer-wise MSE hint needs no
     regressor. Included: 3D stages (identical), SP stages (same (N, C, T, H, W)) and the "a" convs of MC
-    students (the fold identity). Left out: "b" convs, whose output has half the frames of the teacher's
-    (it matches the teacher's only after the temporal max pool).
+    students (the fold identity). The "b" convs, whose output has half the teacher's frames, match the
+    teacher only after its temporal max pool: ``pooled=True`` includes them too (``align`` applies that pool).
     """
     pairs = []
     for name in STAGES:
         kind, _ = _stage_kind(teacher, student, name)
-        if kind != "b":
+        if kind != "b" or pooled:
             pairs.append((name, name))
     return pairs
 
 
 def align(teacher_out: Tensor, student_out: Tensor) -> Tensor:
-    """The teacher's stage output in the student's layout: folded (N, C·T, H, W) when the student's is 4D."""
-    t = fold(teacher_out) if student_out.dim() == 4 and teacher_out.dim() == 5 else teacher_out
+    """The teacher's stage output (N, C, T, H, W) in the student's layout: itself for a 5D student stage;
+    folded (N, C·T, H, W) for a 2D one; max-pooled over frame pairs first when the student's stage (a "b"
+    conv) has ``C·T/2`` channels."""
+    t = teacher_out
+    if student_out.dim() == 4 and t.dim() == 5:
+        n, c, frames = t.shape[:3]
+        if student_out.shape[1] == c * (frames // 2) and frames >= 2 and student_out.shape[1] != c * frames:
+            t = _tmax(t)
+        t = fold(t)
     if t.shape != student_out.shape:
         raise ValueError(f"align: teacher output {tuple(teacher_out.shape)} does not fold to the student's "
                          f"{tuple(student_out.shape)}")
@@ -466,10 +473,7 @@ def transfer(
         for n in STAGES:
             kind, t = kinds[n]
             fit = fits[n]
-            ref = t_stages[n]
-            if kind == "b":
-                ref = _tmax(ref)
-            ref = align(ref, s_stages[n])
+            ref = align(t_stages[n], s_stages[n])  # folded, and max-pooled over frame pairs for a "b" conv
             if fit is None:
                 row = {"layer": n, "kind": "copied", "method": "3D kernel copied",
                        "weight_rel_err": rel_err(getattr(student, n).weight, _conv3d_of(teacher, n).weight)}
