@@ -50,11 +50,27 @@ def make_loader(items, p, device, *, center=False, seed=0, threads=None):
     from c3d_distill.data import ClipLoader
 
     size = (round(p["size"] * 128 / 112), round(p["size"] * 171 / 112))
-    kw = dict(dtype="uint8") if device.type == "cuda" else dict(dtype="float32", mean=list(MEAN), std=list(STD))
-    return ClipLoader(items, clip_len=p["frames"], batch_size=p["batch_size"], shuffle=not center, drop_last=True,
-                      sampler="center" if center else "random", seed=seed, return_meta=True, threads=threads,
-                      size=size, crop=p["size"], crop_mode="center" if center else "random",
-                      flip=False if center else "random", **kw)
+    kw = (
+        dict(dtype="uint8")
+        if device.type == "cuda"
+        else dict(dtype="float32", mean=list(MEAN), std=list(STD))
+    )
+    return ClipLoader(
+        items,
+        clip_len=p["frames"],
+        batch_size=p["batch_size"],
+        shuffle=not center,
+        drop_last=True,
+        sampler="center" if center else "random",
+        seed=seed,
+        return_meta=True,
+        threads=threads,
+        size=size,
+        crop=p["size"],
+        crop_mode="center" if center else "random",
+        flip=False if center else "random",
+        **kw,
+    )
 
 
 def build(mode: str, student: str, p, device, teacher, cache=None):
@@ -132,17 +148,24 @@ def main(argv=None) -> int:
     teacher = create_model("c3d", 10, width=p["width"], frames=p["frames"], size=p["size"]).to(device).eval()
 
     def to_dev(b):
-        return prepare_batch(b[0], device, mean=MEAN, std=STD, channels_last=device.type == "cuda"), \
-            b[1].to(device), b[2]
+        return (
+            prepare_batch(b[0], device, mean=MEAN, std=STD, channels_last=device.type == "cuda"),
+            b[1].to(device),
+            b[2],
+        )
 
     def step_fn_for(net, obj, opt):
         def fn(b):
             x, y, meta = to_dev(b)
             train_step(net, obj, opt, x, y, meta, device=device, amp=device.type == "cuda")
+
         return fn
 
     # In-memory batches for the model-alone figure: read once, cycled.
-    mem = [b for _, b in zip(range(args.warmup + args.steps), endless(make_loader(items, p, device)), strict=False)]
+    mem = [
+        b
+        for _, b in zip(range(args.warmup + args.steps), endless(make_loader(items, p, device)), strict=False)
+    ]
 
     def cycle(bs):
         while True:
@@ -156,18 +179,25 @@ def main(argv=None) -> int:
             loader = make_loader(items, p, device, seed=rep, threads=args.threads)
             rec["loader"].append(time_steps(lambda b: None, endless(loader), args.warmup, args.steps))
             net, obj, opt = build(mode, name, p, device, teacher)
-            rec["model_only"].append(time_steps(step_fn_for(net, obj, opt), cycle(mem), args.warmup, args.steps))
+            rec["model_only"].append(
+                time_steps(step_fn_for(net, obj, opt), cycle(mem), args.warmup, args.steps)
+            )
             net, obj, opt = build(mode, name, p, device, teacher)
             loader = make_loader(items, p, device, seed=rep, threads=args.threads)
-            rec["run"].append(time_steps(step_fn_for(net, obj, opt), endless(loader), args.warmup, args.steps))
+            rec["run"].append(
+                time_steps(step_fn_for(net, obj, opt), endless(loader), args.warmup, args.steps)
+            )
         for k in ("loader", "model_only", "run"):
             rec[k + "_median"] = statistics.median(rec[k])
         slower = min(rec["loader_median"], rec["model_only_median"])
         rec["bound"] = "loader" if rec["loader_median"] < rec["model_only_median"] else "model"
         rec["run_vs_slower"] = rec["run_median"] / slower
         rows.append(rec)
-        print(f"{mode:8s} {name:6s} loader {rec['loader_median']:7.1f}  model {rec['model_only_median']:7.1f}  "
-              f"run {rec['run_median']:7.1f} clips/s ({rec['run_vs_slower']:.2f} of the slower stage)", flush=True)
+        print(
+            f"{mode:8s} {name:6s} loader {rec['loader_median']:7.1f}  model {rec['model_only_median']:7.1f}  "
+            f"run {rec['run_median']:7.1f} clips/s ({rec['run_vs_slower']:.2f} of the slower stage)",
+            flush=True,
+        )
 
     # Teacher-output cache: epoch 1 fills it, epoch 2 (same clips: centre sampler and crop) only reads.
     cache_rows = []
@@ -197,15 +227,25 @@ def main(argv=None) -> int:
         rec["speedup"] = rec["cache_median"] / rec["no_cache_median"]
         rec["batches_per_epoch"] = n_batches
         cache_rows.append(rec)
-        print(f"cache    {name:6s} epoch 2 without {rec['no_cache_median']:7.1f}  with {rec['cache_median']:7.1f} clips/s "
-              f"({rec['speedup']:.2f}×; hits {rec['hits']}, misses {rec['misses']})", flush=True)
+        print(
+            f"cache    {name:6s} epoch 2 without {rec['no_cache_median']:7.1f}  with {rec['cache_median']:7.1f} clips/s "
+            f"({rec['speedup']:.2f}×; hits {rec['hits']}, misses {rec['misses']})",
+            flush=True,
+        )
 
     result = {
-        "preset": args.preset, "shape": p, "device": str(device),
-        "cpu": platform.processor() or platform.machine(), "torch_threads": torch.get_num_threads(),
-        "steps": args.steps, "warmup": args.warmup, "reps": args.reps, "videos": len(items),
+        "preset": args.preset,
+        "shape": p,
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "reps": args.reps,
+        "videos": len(items),
         "command": " ".join([Path(sys.executable).name, "benches/bench_train.py", *(argv or sys.argv[1:])]),
-        "rows": rows, "cache": cache_rows,
+        "rows": rows,
+        "cache": cache_rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -215,18 +255,30 @@ def main(argv=None) -> int:
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Training step throughput, preset `{result['preset']}` ({result['shape']}), {result['device']}, "
-             f"median of {result['reps']}×{result['steps']} steps, clips/s:", "",
-             "| mode | model | loader alone | step alone | run | run / slower stage | bound by |",
-             "|---|---|---:|---:|---:|---:|---|"]
+    lines = [
+        f"Training step throughput, preset `{result['preset']}` ({result['shape']}), {result['device']}, "
+        f"median of {result['reps']}×{result['steps']} steps, clips/s:",
+        "",
+        "| mode | model | loader alone | step alone | run | run / slower stage | bound by |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for r in result["rows"]:
-        lines.append(f"| {r['mode']} | {r['model']} | {r['loader_median']:.1f} | {r['model_only_median']:.1f} "
-                     f"| {r['run_median']:.1f} | {r['run_vs_slower']:.2f} | {r['bound']} |")
-    lines += ["", "Teacher-output cache (feature distillation, centre clips; epoch 2 reads every teacher output "
-              "from the cache), clips/s:", "",
-              "| student | epoch 2 without cache | epoch 2 with cache | gain |", "|---|---:|---:|---:|"]
+        lines.append(
+            f"| {r['mode']} | {r['model']} | {r['loader_median']:.1f} | {r['model_only_median']:.1f} "
+            f"| {r['run_median']:.1f} | {r['run_vs_slower']:.2f} | {r['bound']} |"
+        )
+    lines += [
+        "",
+        "Teacher-output cache (feature distillation, centre clips; epoch 2 reads every teacher output "
+        "from the cache), clips/s:",
+        "",
+        "| student | epoch 2 without cache | epoch 2 with cache | gain |",
+        "|---|---:|---:|---:|",
+    ]
     for r in result["cache"]:
-        lines.append(f"| {r['model']} | {r['no_cache_median']:.1f} | {r['cache_median']:.1f} | {r['speedup']:.2f}× |")
+        lines.append(
+            f"| {r['model']} | {r['no_cache_median']:.1f} | {r['cache_median']:.1f} | {r['speedup']:.2f}× |"
+        )
     return "\n".join(lines)
 
 

@@ -27,9 +27,25 @@ TINY = dict(width=0.0625, frames=16, size=16)
 
 def run_ckpt(name="c3d", width=0.0625, num_classes=5):
     model = create_model(name, num_classes, width=width, frames=16, size=16)
-    meta = {"name": name, "num_classes": num_classes, "width": width, "frames": 16, "size": 16, "dropout": 0.5}
-    return model, {"format": FORMAT, "model": model.state_dict(), "model_meta": meta, "epoch": 1,
-                   "optimizer": {}, "scheduler": {"step": 3}, "config": {}, "metrics": [], "rng": rng_state()}
+    meta = {
+        "name": name,
+        "num_classes": num_classes,
+        "width": width,
+        "frames": 16,
+        "size": 16,
+        "dropout": 0.5,
+    }
+    return model, {
+        "format": FORMAT,
+        "model": model.state_dict(),
+        "model_meta": meta,
+        "epoch": 1,
+        "optimizer": {},
+        "scheduler": {"step": 3},
+        "config": {},
+        "metrics": [],
+        "rng": rng_state(),
+    }
 
 
 class Evil:
@@ -88,8 +104,12 @@ def test_truncated_and_garbage_files_give_clear_errors(tmp_path):
     _, state = run_ckpt()
     good = save_checkpoint(state, tmp_path / "good.pt")
     data = good.read_bytes()
-    for name, blob in [("half.pt", data[: len(data) // 2]), ("head.pt", data[:100]), ("empty.pt", b""),
-                       ("text.pt", b"hello, not a checkpoint\n")]:
+    for name, blob in [
+        ("half.pt", data[: len(data) // 2]),
+        ("head.pt", data[:100]),
+        ("empty.pt", b""),
+        ("text.pt", b"hello, not a checkpoint\n"),
+    ]:
         p = tmp_path / name
         p.write_bytes(blob)
         with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
@@ -114,7 +134,9 @@ def test_checkpoint_of_another_model_or_width_is_rejected_by_name(tmp_path):
     with pytest.raises(CheckpointError, match="missing .* keys: conv1.spatial.weight"):
         load_weights(sp, model_state(state), source="c3d.pt")
     wide = create_model("c3d", 5, width=0.125, frames=16, size=16)
-    with pytest.raises(CheckpointError, match=r"shape mismatch .* conv1.weight \(4, 3, 3, 3, 3\) vs \(8, 3, 3, 3, 3\)"):
+    with pytest.raises(
+        CheckpointError, match=r"shape mismatch .* conv1.weight \(4, 3, 3, 3, 3\) vs \(8, 3, 3, 3, 3\)"
+    ):
         load_weights(wide, model_state(state), source="c3d.pt")
     with pytest.raises(CheckpointError, match="not a c3d-distill run checkpoint"):
         load_run_model(save_checkpoint(model_state(state), tmp_path / "bare.pt"))

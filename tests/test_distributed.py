@@ -25,13 +25,27 @@ def free_port() -> int:
 def synth(tmp_path_factory) -> Path:
     from c3d_distill.datasets import make_synthetic
 
-    return make_synthetic(tmp_path_factory.mktemp("ddp") / "set", classes=3, videos_per_class=8, width=64, height=48,
-                          duration=(0.8, 1.0), clips_per_group=2, workers=1, progress=False)
+    return make_synthetic(
+        tmp_path_factory.mktemp("ddp") / "set",
+        classes=3,
+        videos_per_class=8,
+        width=64,
+        height=48,
+        duration=(0.8, 1.0),
+        clips_per_group=2,
+        workers=1,
+        progress=False,
+    )
 
 
 def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
     torch.set_num_threads(1)
     from c3d_distill.data import ClipLoader
     from c3d_distill.datasets import load
@@ -42,18 +56,39 @@ def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     info = distributed.setup("cpu")
     assert info.rank == rank and info.world_size == world
     items = load(f"synth:{root}", "train").items
-    loader = ClipLoader(items, clip_len=16, batch_size=2, seed=0, shuffle=True, drop_last=True, return_meta=True,
-                        size=(18, 24), crop=16, crop_mode="random", flip="random", dtype="float32")
+    loader = ClipLoader(
+        items,
+        clip_len=16,
+        batch_size=2,
+        seed=0,
+        shuffle=True,
+        drop_last=True,
+        return_meta=True,
+        size=(18, 24),
+        crop=16,
+        crop_mode="random",
+        flip="random",
+        dtype="float32",
+    )
     torch.manual_seed(100 + rank)  # different starting weights: DDP must broadcast rank 0's
     model = create_model("c3d", 3, width=0.0625, frames=16, size=16, dropout=0.5)
     net = distributed.wrap_ddp(StudentNet(model), info.device)
     opt = build_optimizer(model.parameters(), "sgd", 0.05, 0.9, 5e-4)
     seen: list[int] = []
     loader.set_epoch(0)
-    res, step = train_one_epoch(net, loader, Objective("ce"), opt, device=info.device, max_steps=3,
-                                batch_hook=lambda s, x, y, meta: seen.extend(meta["video"].tolist()))
-    torch.save({"videos": seen, "state": model.state_dict(), "clips": res["clips"], "step": step},
-               Path(out) / f"rank{rank}.pt")
+    res, step = train_one_epoch(
+        net,
+        loader,
+        Objective("ce"),
+        opt,
+        device=info.device,
+        max_steps=3,
+        batch_hook=lambda s, x, y, meta: seen.extend(meta["video"].tolist()),
+    )
+    torch.save(
+        {"videos": seen, "state": model.state_dict(), "clips": res["clips"], "step": step},
+        Path(out) / f"rank{rank}.pt",
+    )
     distributed.cleanup()
 
 
@@ -78,10 +113,37 @@ def test_two_gloo_ranks_see_different_clips_and_stay_identical(synth, tmp_path):
 def test_torchrun_train_command(synth, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-           "-m", "c3d_distill", "train", "--model", "c3d", "--data", f"synth:{synth}", "--out", str(out),
-           "--width", "0.0625", "--size", "16", "--batch-size", "4", "--epochs", "1", "--eval-clips", "1",
-           "--final-eval-clips", "1", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "c3d_distill",
+        "train",
+        "--model",
+        "c3d",
+        "--data",
+        f"synth:{synth}",
+        "--out",
+        str(out),
+        "--width",
+        "0.0625",
+        "--size",
+        "16",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--eval-clips",
+        "1",
+        "--final-eval-clips",
+        "1",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -19,7 +19,17 @@ from c3d_distill.train.checkpoint import load_checkpoint
 
 # Tiny everything: 3 classes × 8 videos of 64×48, ~1 s each; width 1/16, 16×16 crops.
 SHAPE = ["--width", "0.0625", "--size", "16", "--batch-size", "4"]
-FAST = ["--eval-clips", "1", "--final-eval-clips", "2", "--no-progress", "--lr", "0.002", "--optimizer", "adamw"]
+FAST = [
+    "--eval-clips",
+    "1",
+    "--final-eval-clips",
+    "2",
+    "--no-progress",
+    "--lr",
+    "0.002",
+    "--optimizer",
+    "adamw",
+]
 TEACHER_ARGS = SHAPE + FAST + ["--epochs", "3", "--seed", "3", "--dropout", "0.3"]
 
 
@@ -27,8 +37,17 @@ TEACHER_ARGS = SHAPE + FAST + ["--epochs", "3", "--seed", "3", "--dropout", "0.3
 def synth(tmp_path_factory) -> str:
     from c3d_distill.datasets import make_synthetic
 
-    root = make_synthetic(tmp_path_factory.mktemp("synth") / "set", classes=3, videos_per_class=8, width=64,
-                          height=48, duration=(0.8, 1.0), clips_per_group=2, workers=1, progress=False)
+    root = make_synthetic(
+        tmp_path_factory.mktemp("synth") / "set",
+        classes=3,
+        videos_per_class=8,
+        width=64,
+        height=48,
+        duration=(0.8, 1.0),
+        clips_per_group=2,
+        workers=1,
+        progress=False,
+    )
     return f"synth:{root}"
 
 
@@ -52,10 +71,22 @@ def same_weights(a: dict, b: dict) -> bool:
 
 
 def test_train_writes_the_run_folder(teacher):
-    assert {p.name for p in teacher.iterdir()} >= {"config.json", "checkpoint.pt", "metrics.jsonl", "eval.json"}
+    assert {p.name for p in teacher.iterdir()} >= {
+        "config.json",
+        "checkpoint.pt",
+        "metrics.jsonl",
+        "eval.json",
+    }
     r = rows(teacher)
-    assert [(x["epoch"], x["split"]) for x in r] == [(1, "train"), (1, "test"), (2, "train"), (2, "test"),
-                                                     (3, "train"), (3, "test"), (3, "final")]
+    assert [(x["epoch"], x["split"]) for x in r] == [
+        (1, "train"),
+        (1, "test"),
+        (2, "train"),
+        (2, "test"),
+        (3, "train"),
+        (3, "test"),
+        (3, "final"),
+    ]
     for x in r:
         assert {"loss", "ce", "top1", "clips_per_s", "time"} <= set(x)
     assert all("lr" in x for x in r if x["split"] == "train")
@@ -74,8 +105,9 @@ def test_resume_after_a_split_run_equals_one_run(teacher, synth, tmp_path):
     assert main([*args, "--resume"]) == 0
     assert same_weights(weights(out), weights(teacher))
     drop = {"time", "time_total", "clips_per_s", "run"}
-    assert [{k: v for k, v in x.items() if k not in drop} for x in rows(out)] == \
-        [{k: v for k, v in x.items() if k not in drop} for x in rows(teacher)]
+    assert [{k: v for k, v in x.items() if k not in drop} for x in rows(out)] == [
+        {k: v for k, v in x.items() if k not in drop} for x in rows(teacher)
+    ]
 
 
 def test_resume_refuses_other_settings(teacher, synth, tmp_path):
@@ -89,8 +121,9 @@ def test_resume_refuses_other_settings(teacher, synth, tmp_path):
 def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(teacher, synth, tmp_path):
     out = tmp_path / "killed"
     args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]
-    proc = subprocess.Popen([sys.executable, "-m", "c3d_distill", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "c3d_distill", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     try:
         deadline = time.time() + 120
         while not (out / "checkpoint.pt").exists():
@@ -108,14 +141,44 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(te
     assert same_weights(weights(out), weights(teacher))
 
 
-@pytest.mark.parametrize("student,init,loss,extra", [
-    ("mc4", "transfer", "feature", ["--hints"]),
-    ("sp_bn", "random", "kd", ["--crop-mode", "center", "--no-flip", "--sampler", "center", "--teacher-cache"]),
-])
+@pytest.mark.parametrize(
+    "student,init,loss,extra",
+    [
+        ("mc4", "transfer", "feature", ["--hints"]),
+        (
+            "sp_bn",
+            "random",
+            "kd",
+            ["--crop-mode", "center", "--no-flip", "--sampler", "center", "--teacher-cache"],
+        ),
+    ],
+)
 def test_distill(teacher, synth, tmp_path, student, init, loss, extra):
     out = tmp_path / f"{student}_{init}"
-    assert main(["distill", "--teacher", str(teacher), "--student", student, "--init", init, "--loss", loss,
-                 "--data", synth, "--out", str(out), "--epochs", "2", *FAST, *extra]) == 0
+    assert (
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher),
+                "--student",
+                student,
+                "--init",
+                init,
+                "--loss",
+                loss,
+                "--data",
+                synth,
+                "--out",
+                str(out),
+                "--epochs",
+                "2",
+                *FAST,
+                *extra,
+            ]
+        )
+        == 0
+    )
     ev = json.loads((out / "eval.json").read_text())
     assert ev["model"] == student and ev["init"] == init and 0 <= ev["final_feature_err"]
     cfg = json.loads((out / "config.json").read_text())
@@ -146,8 +209,24 @@ def test_distill_errors_name_the_option(teacher, synth, tmp_path):
 
 def test_eval_command(teacher, synth, tmp_path, capsys):
     out = tmp_path / "eval.json"
-    assert main(["eval", str(teacher / "checkpoint.pt"), "--data", synth, "--teacher", str(teacher), "--clips", "3",
-                 "--json", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                str(teacher / "checkpoint.pt"),
+                "--data",
+                synth,
+                "--teacher",
+                str(teacher),
+                "--clips",
+                "3",
+                "--json",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["clips"] == 6 * 3 and res["videos"] == 6 and res["clips_per_video"] == 3
     assert res["feature_err"] == 0.0  # the teacher against itself
@@ -168,12 +247,27 @@ def test_report_command(teacher, tmp_path, capsys):
 
 def test_demo_command(synth, tmp_path):
     out = tmp_path / "demo"
-    args = ["demo", "--out", str(out), "--data", synth, "--students", "sp", "--teacher-epochs", "1",
-            "--student-epochs", "1", "--no-progress"]
+    args = [
+        "demo",
+        "--out",
+        str(out),
+        "--data",
+        synth,
+        "--students",
+        "sp",
+        "--teacher-epochs",
+        "1",
+        "--student-epochs",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     summary = json.loads((out / "demo.json").read_text())
-    assert [(r["model"], r["init"]) for r in summary["rows"]] == [("c3d", "scratch"), ("sp", "transfer"),
-                                                                  ("sp", "random")]
+    assert [(r["model"], r["init"]) for r in summary["rows"]] == [
+        ("c3d", "scratch"),
+        ("sp", "transfer"),
+        ("sp", "random"),
+    ]
     assert all(r["finished"] and r["clip_acc"] is not None for r in summary["rows"])
     assert (out / "report" / "test_loss_teacher_vs_sp.png").exists()
     stamp = (out / "runs" / "teacher_c3d" / "eval.json").stat().st_mtime_ns

@@ -34,8 +34,8 @@ def batches(n=24, bs=8, classes=4, seed=0, videos=None):
     vids = torch.arange(n) if videos is None else videos
     out = []
     for i in range(0, n, bs):
-        meta = {"video": vids[i:i + bs], "frames": torch.arange(16).repeat(min(bs, n - i), 1)}
-        out.append((x[i:i + bs], y[i:i + bs], meta))
+        meta = {"video": vids[i : i + bs], "frames": torch.arange(16).repeat(min(bs, n - i), 1)}
+        out.append((x[i : i + bs], y[i : i + bs], meta))
     return out
 
 

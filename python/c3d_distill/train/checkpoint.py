@@ -67,7 +67,9 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     if p.is_dir():
         p = p / CHECKPOINT_NAME
         if not p.exists():
-            raise FileNotFoundError(f"{path}: run folder has no {CHECKPOINT_NAME} (has the run finished an epoch?)")
+            raise FileNotFoundError(
+                f"{path}: run folder has no {CHECKPOINT_NAME} (has the run finished an epoch?)"
+            )
     elif not p.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint file or run folder")
     return p
@@ -86,17 +88,22 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     except pickle.UnpicklingError as exc:
         # weights_only's unpickler raises this for any global outside the tensor allow-list.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p}: refused to load — it holds objects other than tensors and plain "
-                              f"containers (loaded with weights_only=True; not trusted): {first}") from exc
+        raise CheckpointError(
+            f"{p}: refused to load — it holds objects other than tensors and plain "
+            f"containers (loaded with weights_only=True; not trusted): {first}"
+        ) from exc
     except FileNotFoundError:
         raise
     except Exception as exc:  # noqa: BLE001 - a torn file fails in many ways (EOF, zip, KeyError in the memo)
         size = p.stat().st_size if p.exists() else 0
-        raise CheckpointError(f"{p}: not a readable checkpoint ({size} bytes; truncated or corrupt?): "
-                              f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-                              ) from exc
+        raise CheckpointError(
+            f"{p}: not a readable checkpoint ({size} bytes; truncated or corrupt?): "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+        ) from exc
     if not isinstance(obj, dict):
-        raise CheckpointError(f"{p}: expected a dict (a checkpoint or state dict), found {type(obj).__name__}")
+        raise CheckpointError(
+            f"{p}: expected a dict (a checkpoint or state dict), found {type(obj).__name__}"
+        )
     return obj
 
 
@@ -106,8 +113,10 @@ def model_state(ckpt: dict[str, Any]) -> dict[str, torch.Tensor]:
         return ckpt["model"]
     if all(isinstance(v, torch.Tensor) for v in ckpt.values()):
         return ckpt
-    raise CheckpointError("not a c3d-distill checkpoint and not a plain state dict "
-                          f"(top-level keys: {', '.join(sorted(map(str, ckpt))[:8])})")
+    raise CheckpointError(
+        "not a c3d-distill checkpoint and not a plain state dict "
+        f"(top-level keys: {', '.join(sorted(map(str, ckpt))[:8])})"
+    )
 
 
 def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], *, source: str = "checkpoint") -> None:
@@ -115,28 +124,40 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], *, source: 
     meta = ckpt.get("model_meta")
     if meta is None:
         return
-    diffs = [f"{k}: checkpoint has {meta.get(k)!r}, this run wants {expected[k]!r}"
-             for k in ("name", "num_classes", "width", "frames", "size") if k in expected and meta.get(k) != expected[k]]
+    diffs = [
+        f"{k}: checkpoint has {meta.get(k)!r}, this run wants {expected[k]!r}"
+        for k in ("name", "num_classes", "width", "frames", "size")
+        if k in expected and meta.get(k) != expected[k]
+    ]
     if diffs:
         raise CheckpointError(f"{source} is for another model — " + "; ".join(diffs))
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+def load_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str = "checkpoint"
+) -> None:
     """``load_state_dict(strict=True)`` with an error that lists missing, unexpected and mis-shaped keys."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    shapes = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
     if missing or unexpected or shapes:
         parts = []
         if shapes:
-            parts.append(f"shape mismatch (checkpoint vs model) for {len(shapes)} keys: {', '.join(shapes[:6])}")
+            parts.append(
+                f"shape mismatch (checkpoint vs model) for {len(shapes)} keys: {', '.join(shapes[:6])}"
+            )
         if missing:
             parts.append(f"missing {len(missing)} keys: {', '.join(missing[:6])}")
         if unexpected:
             parts.append(f"unexpected {len(unexpected)} keys: {', '.join(unexpected[:6])}")
-        raise CheckpointError(f"{source} does not fit this model ({type(model).__name__}): " + "; ".join(parts))
+        raise CheckpointError(
+            f"{source} does not fit this model ({type(model).__name__}): " + "; ".join(parts)
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -146,8 +167,13 @@ def rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
-        "numpy": [np_state[0], torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)), int(np_state[2]),
-                  int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            torch.from_numpy(np.asarray(np_state[1]).astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()

@@ -11,32 +11,45 @@ from .config import DEFAULT_MEAN, DEFAULT_STD, INITS, LOSSES, OPTIMIZERS, SCHEDU
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train any model with cross-entropy (the teacher)",
-                       description="Train a model with cross-entropy. Writes RUN_DIR/{config.json, checkpoint.pt, "
-                       "metrics.jsonl, eval.json}. Under torchrun it runs data-parallel.")
+    p = sub.add_parser(
+        "train",
+        help="train any model with cross-entropy (the teacher)",
+        description="Train a model with cross-entropy. Writes RUN_DIR/{config.json, checkpoint.pt, "
+        "metrics.jsonl, eval.json}. Under torchrun it runs data-parallel.",
+    )
     p.add_argument("--model", default="c3d", help="c3d, sp, sp_bn, mc3, mc4, mc5 (default c3d)")
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("distill", help="distil a student from a trained teacher",
-                       description="Distil a student from a frozen teacher: feature = MSE on pool5 (no labels), "
-                       "kd = alpha·T²·KL + (1-alpha)·CE, --hints adds the fold-hint losses.")
+    p = sub.add_parser(
+        "distill",
+        help="distil a student from a trained teacher",
+        description="Distil a student from a frozen teacher: feature = MSE on pool5 (no labels), "
+        "kd = alpha·T²·KL + (1-alpha)·CE, --hints adds the fold-hint losses.",
+    )
     p.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
     p.add_argument("--student", "--model", dest="model", default="mc4", help="student model (default mc4)")
-    p.add_argument("--init", choices=INITS, default="transfer", help="start from the teacher's weights or random")
+    p.add_argument(
+        "--init", choices=INITS, default="transfer", help="start from the teacher's weights or random"
+    )
     p.add_argument("--loss", choices=[x for x in LOSSES if x != "ce"], default="feature")
     p.add_argument("--hints", action="store_true", help="add fold-hint MSE losses at every matching stage")
     p.add_argument("--hint-weight", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=4.0)
     p.add_argument("--alpha", type=float, default=0.9)
-    p.add_argument("--teacher-cache", action="store_true",
-                   help="cache the teacher's pool5 features and logits per clip (needs --crop-mode center --no-flip)")
+    p.add_argument(
+        "--teacher-cache",
+        action="store_true",
+        help="cache the teacher's pool5 features and logits per clip (needs --crop-mode center --no-flip)",
+    )
     _common(p, distill=True)
     p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("eval", help="clip and video accuracy of a run or checkpoint")
     p.add_argument("run", help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, help="data set spec (ucf101:ROOT[:SPLIT], hmdb51:…, list:FILE, synth:DIR)")
+    p.add_argument(
+        "--data", required=True, help="data set spec (ucf101:ROOT[:SPLIT], hmdb51:…, list:FILE, synth:DIR)"
+    )
     p.add_argument("--split", default="test")
     p.add_argument("--teacher", help="run folder or checkpoint of a teacher: adds the pool5 feature error")
     p.add_argument("--clips", type=int, default=10, help="uniformly spaced clips per video (default 10)")
@@ -54,9 +67,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="name of the teacher run (default: the first run that trains c3d)")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("demo", help="the whole study on a synthetic set: teacher, students, report",
-                       description="Generate the synthetic set (cached), train a tiny C3D teacher, transfer and "
-                       "distil mc4, sp and sp_bn (and the same students from random init), evaluate, report.")
+    p = sub.add_parser(
+        "demo",
+        help="the whole study on a synthetic set: teacher, students, report",
+        description="Generate the synthetic set (cached), train a tiny C3D teacher, transfer and "
+        "distil mc4, sp and sp_bn (and the same students from random init), evaluate, report.",
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
@@ -71,24 +87,41 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     d = RunConfig()
-    p.add_argument("--data", required=True, help="ucf101:ROOT[:SPLIT], hmdb51:ROOT[:SPLIT], list:FILE or synth:DIR")
+    p.add_argument(
+        "--data", required=True, help="ucf101:ROOT[:SPLIT], hmdb51:ROOT[:SPLIT], list:FILE or synth:DIR"
+    )
     p.add_argument("--out", required=True, help="run folder")
     g = p.add_argument_group("model")
     shape_default = None if distill else argparse.SUPPRESS
-    g.add_argument("--width", type=float, default=shape_default,
-                   help="channel width multiplier" + (" (default: the teacher's)" if distill else " (default 1)"))
+    g.add_argument(
+        "--width",
+        type=float,
+        default=shape_default,
+        help="channel width multiplier" + (" (default: the teacher's)" if distill else " (default 1)"),
+    )
     g.add_argument("--frames", type=int, default=shape_default, help="clip length, a multiple of 16")
-    g.add_argument("--size", type=int, default=shape_default, help="crop size (default 112; resize scales with it)")
+    g.add_argument(
+        "--size", type=int, default=shape_default, help="crop size (default 112; resize scales with it)"
+    )
     g.add_argument("--dropout", type=float, default=d.dropout)
     g.add_argument("--plain", action="store_true", help="plain PyTorch layers instead of the fast paths")
     g = p.add_argument_group("sampling")
-    g.add_argument("--sampler", choices=("random", "uniform", "center"), default="random",
-                   help="how training clips are drawn from each video")
+    g.add_argument(
+        "--sampler",
+        choices=("random", "uniform", "center"),
+        default="random",
+        help="how training clips are drawn from each video",
+    )
     g.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
     g.add_argument("--stride", type=int, default=d.stride)
     g.add_argument("--crop-mode", choices=("random", "center"), default=d.crop_mode)
     g.add_argument("--no-flip", dest="flip", action="store_false")
-    g.add_argument("--eval-clips", type=int, default=d.eval_clips, help="clips per test video after each epoch")
+    g.add_argument(
+        "--color-permute", action="store_true", help="shuffle the RGB channels of each training clip"
+    )
+    g.add_argument(
+        "--eval-clips", type=int, default=d.eval_clips, help="clips per test video after each epoch"
+    )
     g.add_argument("--final-eval-clips", type=int, default=d.final_eval_clips)
     g.add_argument("--train-split", default="train")
     g.add_argument("--test-split", default="test")
@@ -111,20 +144,49 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--threads", type=int, help="decode threads of the loader")
     g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt when present")
-    g.add_argument("--stop-after", type=int, help="leave after this many epochs (continue later with --resume)")
+    g.add_argument(
+        "--stop-after", type=int, help="leave after this many epochs (continue later with --resume)"
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
-    cfg = RunConfig(mode=mode, model=args.model, data=args.data, out=args.out, train_split=args.train_split,
-                    test_split=args.test_split, dropout=args.dropout, fast=not args.plain,
-                    stride=args.stride, clips_per_video=args.clips_per_video, crop_mode=args.crop_mode,
-                    flip=args.flip, eval_clips=args.eval_clips, final_eval_clips=args.final_eval_clips,
-                    mean=DEFAULT_MEAN, std=DEFAULT_STD, epochs=args.epochs, batch_size=args.batch_size,
-                    optimizer=args.optimizer, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-                    schedule=args.schedule, warmup_epochs=args.warmup_epochs, step_epochs=args.step_epochs,
-                    gamma=args.gamma, clip_grad=args.clip_grad, device=args.device, amp=args.amp,
-                    compile=args.compile, seed=args.seed, threads=args.threads, progress=args.progress)
+    cfg = RunConfig(
+        mode=mode,
+        model=args.model,
+        data=args.data,
+        out=args.out,
+        train_split=args.train_split,
+        test_split=args.test_split,
+        dropout=args.dropout,
+        fast=not args.plain,
+        stride=args.stride,
+        clips_per_video=args.clips_per_video,
+        crop_mode=args.crop_mode,
+        flip=args.flip,
+        color_permute=args.color_permute,
+        eval_clips=args.eval_clips,
+        final_eval_clips=args.final_eval_clips,
+        mean=DEFAULT_MEAN,
+        std=DEFAULT_STD,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        step_epochs=args.step_epochs,
+        gamma=args.gamma,
+        clip_grad=args.clip_grad,
+        device=args.device,
+        amp=args.amp,
+        compile=args.compile,
+        seed=args.seed,
+        threads=args.threads,
+        progress=args.progress,
+    )
     if args.sampler != "random":
         cfg.extra["sampler"] = args.sampler
     for k in ("width", "frames", "size"):
@@ -162,8 +224,10 @@ def _run(args: argparse.Namespace, mode: str) -> int:
 def _summary(r: dict) -> str:
     fe = r.get("final_feature_err")
     fe_s = f", feature error {fe:.3f}" if fe is not None else ""
-    return (f"{r['run']}: {r['model']} ({r['init']}, {r['loss']}) clip acc {r.get('final_top1', float('nan')):.3f}, "
-            f"video acc {r.get('final_video_acc', float('nan')):.3f}{fe_s}")
+    return (
+        f"{r['run']}: {r['model']} ({r['init']}, {r['loss']}) clip acc {r.get('final_top1', float('nan')):.3f}, "
+        f"video acc {r.get('final_video_acc', float('nan')):.3f}{fe_s}"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -177,9 +241,18 @@ def cmd_distill(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .evaluation import evaluate_checkpoint
 
-    res = evaluate_checkpoint(args.run, args.data, split=args.split, teacher=args.teacher, clips=args.clips,
-                              batch_size=args.batch_size, device=args.device, amp=args.amp, threads=args.threads,
-                              progress=args.progress)
+    res = evaluate_checkpoint(
+        args.run,
+        args.data,
+        split=args.split,
+        teacher=args.teacher,
+        clips=args.clips,
+        batch_size=args.batch_size,
+        device=args.device,
+        amp=args.amp,
+        threads=args.threads,
+        progress=args.progress,
+    )
     text = json.dumps(res, indent=2)
     print(text)
     if args.json:
@@ -200,7 +273,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     students = args.students.split(",") if args.students else None
-    run_demo(args.out, device=args.device, preset=args.preset, data=args.data, students=students,
-             teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs, fresh=args.fresh,
-             progress=args.progress)
+    run_demo(
+        args.out,
+        device=args.device,
+        preset=args.preset,
+        data=args.data,
+        students=students,
+        teacher_epochs=args.teacher_epochs,
+        student_epochs=args.student_epochs,
+        fresh=args.fresh,
+        progress=args.progress,
+    )
     return 0

@@ -54,6 +54,7 @@ class RunConfig:
     clips_per_video: int = 1
     crop_mode: str = "random"
     flip: bool = True
+    color_permute: bool = False  # shuffle RGB per training clip (appearance augmentation)
     eval_clips: int = 1  # uniformly spaced clips per test video during training (curves)
     final_eval_clips: int = 10  # clips per video for the final video accuracy
     mean: tuple[float, float, float] = DEFAULT_MEAN
@@ -106,11 +107,22 @@ class RunConfig:
                 bad("loss", "distillation needs feature, kd or feature+kd")
         if self.teacher_cache and self.hints:
             bad("teacher_cache", "cannot be combined with --hints (stage activations are not cached)")
-        if self.teacher_cache and (self.crop_mode != "center" or self.flip):
-            bad("teacher_cache", "needs deterministic crops (--crop-mode center --no-flip): the cache key is "
-                "(video, frame indices, crop)")
-        for name in ("epochs", "batch_size", "frames", "size", "clips_per_video", "eval_clips",
-                     "final_eval_clips", "stride"):
+        if self.teacher_cache and (self.crop_mode != "center" or self.flip or self.color_permute):
+            bad(
+                "teacher_cache",
+                "needs deterministic crops (--crop-mode center --no-flip, no --color-permute): the cache key is "
+                "(video, frame indices, crop)",
+            )
+        for name in (
+            "epochs",
+            "batch_size",
+            "frames",
+            "size",
+            "clips_per_video",
+            "eval_clips",
+            "final_eval_clips",
+            "stride",
+        ):
             if int(getattr(self, name)) < 1:
                 bad(name, f"must be at least 1, got {getattr(self, name)}")
         if self.width <= 0:
@@ -168,5 +180,11 @@ class RunConfig:
 
     def model_meta(self, num_classes: int) -> dict[str, Any]:
         """What ``create_model`` needs to rebuild the trained network (stored in checkpoints)."""
-        return {"name": self.model, "num_classes": int(num_classes), "width": float(self.width),
-                "frames": int(self.frames), "size": int(self.size), "dropout": float(self.dropout)}
+        return {
+            "name": self.model,
+            "num_classes": int(num_classes),
+            "width": float(self.width),
+            "frames": int(self.frames),
+            "size": int(self.size),
+            "dropout": float(self.dropout),
+        }

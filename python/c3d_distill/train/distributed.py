@@ -86,7 +86,11 @@ def _reduce(t: torch.Tensor, op) -> torch.Tensor:
     if not is_initialized():
         return t
     # NCCL reduces device tensors only; gloo CPU ones.
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    dev = (
+        torch.device("cuda", torch.cuda.current_device())
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
+    )
     buf = t.to(dev).clone()
     dist.all_reduce(buf, op=op)
     return buf.to(t.device)

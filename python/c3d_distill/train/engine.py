@@ -99,8 +99,10 @@ def prepare_batch(
     """Clips (N, 3, T, H, W) to ``device`` as float32. uint8 clips (values 0–255) are normalised here — on
     the GPU that moves 4× fewer bytes over the bus; float32 clips are assumed normalised by the loader."""
     if clips.dim() != 5 or clips.shape[1] != 3:
-        raise ValueError(f"clips: expected (N, 3, T, H, W), got shape {tuple(clips.shape)} "
-                         "(the loader must use layout='NCTHW')")
+        raise ValueError(
+            f"clips: expected (N, 3, T, H, W), got shape {tuple(clips.shape)} "
+            "(the loader must use layout='NCTHW')"
+        )
     x = clips.to(device, non_blocking=True)
     if x.dtype == torch.uint8:
         m = torch.tensor(mean, device=device, dtype=torch.float32).view(1, 3, 1, 1, 1) * 255.0
@@ -111,6 +113,14 @@ def prepare_batch(
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return x
+
+
+def permute_colours(x: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """A random RGB channel order per clip of ``x`` (N, 3, T, H, W), the same for all its frames: appearance
+    changes, motion does not. Drawn from ``(seed, step)`` alone, so a resumed run draws the same orders."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    order = torch.argsort(torch.rand(x.shape[0], 3, generator=g), dim=1).to(x.device)
+    return torch.take_along_dim(x, order[:, :, None, None, None], dim=1)
 
 
 def autocast(device: torch.device, enabled: bool):
@@ -250,7 +260,9 @@ class Objective:
     def teacher_outputs(self, x: torch.Tensor, meta: dict | None) -> TeacherOut | None:
         if self.teacher is None:
             return None
-        return run_teacher(self.teacher, x, stages=self.wants_stages, amp=self.amp, cache=self.cache, meta=meta)
+        return run_teacher(
+            self.teacher, x, stages=self.wants_stages, amp=self.amp, cache=self.cache, meta=meta
+        )
 
     def __call__(
         self, out: dict[str, Any], labels: torch.Tensor, t_out: TeacherOut | None
@@ -266,7 +278,9 @@ class Objective:
             parts["feature"] = feature_loss(out["features"], t_out.features)
             total = parts["feature"]
         if "kd" in self.loss:
-            kd, kd_parts = kd_loss(logits, t_out.logits, labels, temperature=self.temperature, alpha=self.alpha)
+            kd, kd_parts = kd_loss(
+                logits, t_out.logits, labels, temperature=self.temperature, alpha=self.alpha
+            )
             parts.update(kd_parts)
             total = kd if total is None else total + kd
         if self.hint_pairs:
@@ -281,8 +295,17 @@ class Objective:
 # learning-rate schedule
 
 
-def lr_at(step: int, *, base_lr: float, total_steps: int, steps_per_epoch: int, schedule: str = "cosine",
-          warmup_epochs: float = 0.0, step_epochs: int = 4, gamma: float = 0.1) -> float:
+def lr_at(
+    step: int,
+    *,
+    base_lr: float,
+    total_steps: int,
+    steps_per_epoch: int,
+    schedule: str = "cosine",
+    warmup_epochs: float = 0.0,
+    step_epochs: int = 4,
+    gamma: float = 0.1,
+) -> float:
     """Learning rate for optimiser step ``step`` (0-based): linear warm-up over ``warmup_epochs``, then
     cosine to zero, step decay by ``gamma`` every ``step_epochs``, or constant. A pure function of the step
     so a resumed run continues the same curve."""
@@ -395,7 +418,9 @@ def train_step(
         out = net(x)
     loss, parts = objective(out, y, t_out)
     if not torch.isfinite(loss):
-        raise FloatingPointError(f"{where}: loss became {float(loss.detach())} (lower --lr or set --clip-grad)")
+        raise FloatingPointError(
+            f"{where}: loss became {float(loss.detach())} (lower --lr or set --clip-grad)"
+        )
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if clip_grad is not None:
@@ -422,12 +447,14 @@ def train_one_epoch(
     desc: str = "train",
     batch_hook: Callable[[int, torch.Tensor, torch.Tensor, dict | None], None] | None = None,
     max_steps: int | None = None,
+    color_permute_seed: int | None = None,
 ) -> tuple[dict[str, float], int]:
     """One pass over ``loader``; returns ``(metrics, step)`` with the optimiser step count after the epoch.
 
     ``net`` is a :class:`StudentNet` (possibly inside DDP). Metrics: mean of each loss part (``loss`` is the
     minimised total), ``top1``/``top5`` on the training clips when there are logits, ``clips``,
     ``clips_per_s`` (whole step: loader wait included), ``lr`` (last), ``time`` (seconds).
+    ``color_permute_seed``: when set, each clip's RGB channels are shuffled (:func:`permute_colours`).
     """
     net.train()
     sums = _Sums()
@@ -441,13 +468,25 @@ def train_one_epoch(
         if batch_hook is not None:
             batch_hook(step, clips, labels, meta)
         x = prepare_batch(clips, device, mean=mean, std=std, channels_last=channels_last)
+        if color_permute_seed is not None:
+            x = permute_colours(x, color_permute_seed, step)
         y = labels.to(device, non_blocking=True)
         if lr_fn is not None:
             lr = lr_fn(step)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-        loss, parts, out = train_step(net, objective, optimizer, x, y, meta, device=device, amp=amp,
-                                      clip_grad=clip_grad, where=f"{desc} step {step}")
+        loss, parts, out = train_step(
+            net,
+            objective,
+            optimizer,
+            x,
+            y,
+            meta,
+            device=device,
+            amp=amp,
+            clip_grad=clip_grad,
+            where=f"{desc} step {step}",
+        )
         step += 1
         parts = {"loss": loss, **parts}
         sums.add(x.shape[0], parts, out["logits"], y)
@@ -481,11 +520,15 @@ def evaluate(
     ``clips_per_s`` counts the forward passes of the evaluated model only (loader included).
     ``teacher_cache`` (default: the objective's) keeps the teacher's outputs on the evaluation clips, which
     are the same every epoch (uniform sampler, centre crop), so only the first evaluation runs the teacher."""
-    model_net = net.module if hasattr(net, "module") and isinstance(net, nn.parallel.DistributedDataParallel) else net
+    model_net = (
+        net.module if hasattr(net, "module") and isinstance(net, nn.parallel.DistributedDataParallel) else net
+    )
     model_net.eval()
     sums = _Sums()
     teacher = objective.teacher if objective is not None and objective.teacher is not None else teacher
-    cache = teacher_cache if teacher_cache is not None else (objective.cache if objective is not None else None)
+    cache = (
+        teacher_cache if teacher_cache is not None else (objective.cache if objective is not None else None)
+    )
     err_num = err_den = 0.0
     video_scores: torch.Tensor | None = None
     video_labels: torch.Tensor | None = None
@@ -502,8 +545,15 @@ def evaluate(
             out["logits"] = out["logits"].float()
         t_out = None
         if teacher is not None:
-            t_out = run_teacher(teacher, x, stages=bool(objective and objective.wants_stages), amp=amp,
-                                cache=cache, meta=meta, namespace="eval")
+            t_out = run_teacher(
+                teacher,
+                x,
+                stages=bool(objective and objective.wants_stages),
+                amp=amp,
+                cache=cache,
+                meta=meta,
+                namespace="eval",
+            )
             d = (out["features"] - t_out.features).pow(2).sum()
             err_num += float(d)
             err_den += float(t_out.features.pow(2).sum())

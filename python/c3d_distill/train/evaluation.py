@@ -36,13 +36,17 @@ def evaluate_checkpoint(
         raise ValueError(f"--clips: must be at least 1, got {clips}")
     dev = distributed.resolve_device(device)
     model, meta, ckpt = load_run_model(path)
-    cfg = RunConfig.from_dict(ckpt["config"]) if "config" in ckpt else RunConfig(**{
-        k: meta[k] for k in ("width", "frames", "size")})
+    cfg = (
+        RunConfig.from_dict(ckpt["config"])
+        if "config" in ckpt
+        else RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
+    )
     cfg.batch_size, cfg.threads, cfg.device = batch_size, threads, device
     vids = load(data, split)
     if len(vids.classes) != meta["num_classes"]:
-        raise ValueError(f"--data {data}: {len(vids.classes)} classes, but the model was trained for "
-                         f"{meta['num_classes']}")
+        raise ValueError(
+            f"--data {data}: {len(vids.classes)} classes, but the model was trained for {meta['num_classes']}"
+        )
     t_model = None
     if teacher is not None:
         t_model, tmeta, _ = load_run_model(teacher)
@@ -57,8 +61,28 @@ def evaluate_checkpoint(
         if t_model is not None:
             to_channels_last(t_model)
     loader = make_eval_loader(cfg, vids.items, dev, clips)
-    res = evaluate(StudentNet(model), loader, None, device=dev, mean=cfg.mean, std=cfg.std, num_videos=len(vids),
-                   amp=amp, channels_last=channels_last, teacher=t_model, progress=progress, desc="eval")
-    out = {"checkpoint": str(path), "model": meta["name"], "data": data, "split": split, "clips_per_video": clips,
-           "epoch": ckpt.get("epoch"), **_model_figures(model, meta), **res}
+    res = evaluate(
+        StudentNet(model),
+        loader,
+        None,
+        device=dev,
+        mean=cfg.mean,
+        std=cfg.std,
+        num_videos=len(vids),
+        amp=amp,
+        channels_last=channels_last,
+        teacher=t_model,
+        progress=progress,
+        desc="eval",
+    )
+    out = {
+        "checkpoint": str(path),
+        "model": meta["name"],
+        "data": data,
+        "split": split,
+        "clips_per_video": clips,
+        "epoch": ckpt.get("epoch"),
+        **_model_figures(model, meta),
+        **res,
+    }
     return out

@@ -9,8 +9,10 @@ import torch.nn.functional as F
 def feature_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """MSE between pool5 features, the original method: ``student``, ``teacher`` (N, D), mean over N·D."""
     if student.shape != teacher.shape:
-        raise ValueError(f"feature_loss: student features {tuple(student.shape)} and teacher features "
-                         f"{tuple(teacher.shape)} differ (same width, frames and size are needed)")
+        raise ValueError(
+            f"feature_loss: student features {tuple(student.shape)} and teacher features "
+            f"{tuple(teacher.shape)} differ (same width, frames and size are needed)"
+        )
     return F.mse_loss(student.float(), teacher.float())
 
 
@@ -60,8 +62,10 @@ def align_hint(teacher_act: torch.Tensor, student_act: torch.Tensor) -> torch.Te
             if t % 2 == 0 and student_act.shape[1] == c * (t // 2):
                 pooled = F.max_pool3d(teacher_act, kernel_size=(2, 1, 1))
                 return pooled.reshape(n, c * (t // 2), h, w)
-    raise ValueError(f"hint: teacher activation {tuple(teacher_act.shape)} cannot be folded into the "
-                     f"student's {tuple(student_act.shape)}")
+    raise ValueError(
+        f"hint: teacher activation {tuple(teacher_act.shape)} cannot be folded into the "
+        f"student's {tuple(student_act.shape)}"
+    )
 
 
 def hint_loss(

@@ -22,8 +22,11 @@ class Run:
         except FileNotFoundError as exc:
             raise FileNotFoundError(f"{path}: not a run folder (no config.json)") from exc
         metrics = path / "metrics.jsonl"
-        self.rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()] \
-            if metrics.exists() else []
+        self.rows = (
+            [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+            if metrics.exists()
+            else []
+        )
         ev = path / "eval.json"
         self.eval: dict[str, Any] | None = json.loads(ev.read_text()) if ev.exists() else None
 
@@ -71,14 +74,25 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
         e = r.eval or {}
-        rows.append({
-            "run": r.name, "model": r.model, "init": "scratch" if r.is_teacher else r.config["init"],
-            "loss": e.get("loss", r.config["loss"] + ("+hints" if r.config.get("hints") else "")),
-            "epochs": r.config["epochs"], "params": e.get("params"), "gmacs": e.get("gmacs"),
-            "train_clips_per_s": e.get("train_clips_per_s"), "eval_clips_per_s": e.get("final_clips_per_s"),
-            "clip_acc": e.get("final_top1"), "clip_top5": e.get("final_top5"), "video_acc": e.get("final_video_acc"),
-            "test_ce": e.get("final_ce"), "feature_err": e.get("final_feature_err"), "finished": r.eval is not None,
-        })
+        rows.append(
+            {
+                "run": r.name,
+                "model": r.model,
+                "init": "scratch" if r.is_teacher else r.config["init"],
+                "loss": e.get("loss", r.config["loss"] + ("+hints" if r.config.get("hints") else "")),
+                "epochs": r.config["epochs"],
+                "params": e.get("params"),
+                "gmacs": e.get("gmacs"),
+                "train_clips_per_s": e.get("train_clips_per_s"),
+                "eval_clips_per_s": e.get("final_clips_per_s"),
+                "clip_acc": e.get("final_top1"),
+                "clip_top5": e.get("final_top5"),
+                "video_acc": e.get("final_video_acc"),
+                "test_ce": e.get("final_ce"),
+                "feature_err": e.get("final_feature_err"),
+                "finished": r.eval is not None,
+            }
+        )
     return rows
 
 
@@ -89,15 +103,18 @@ def _fmt(v: Any, spec: str) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| model | init | loss | params | GMACs | train clips/s | eval clips/s | clip acc | video acc "
-            "| feature err |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+    head = (
+        "| model | init | loss | params | GMACs | train clips/s | eval clips/s | clip acc | video acc "
+        "| feature err |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
     lines = []
     for r in rows:
         params = _fmt(r["params"] / 1e6, ".2f") + " M" if r["params"] is not None else "–"
         lines.append(
             f"| {r['model']} | {r['init']} | {r['loss']} | {params} | {_fmt(r['gmacs'], '.3f')} "
             f"| {_fmt(r['train_clips_per_s'], '.1f')} | {_fmt(r['eval_clips_per_s'], '.1f')} "
-            f"| {_fmt(r['clip_acc'], '.3f')} | {_fmt(r['video_acc'], '.3f')} | {_fmt(r['feature_err'], '.3f')} |")
+            f"| {_fmt(r['clip_acc'], '.3f')} | {_fmt(r['video_acc'], '.3f')} | {_fmt(r['feature_err'], '.3f')} |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -151,8 +168,15 @@ def plot_loss(runs: list[Run], path: Path, *, splits=("train", "test"), title: s
         for split in splits:
             x, y = r.series(split, "ce")
             if x:
-                ax.plot(x, y, "-" if split == "test" else ":", color=color[r.name], marker="o", ms=3,
-                        label=f"{r.label} {split}" if len(splits) > 1 else r.label)
+                ax.plot(
+                    x,
+                    y,
+                    "-" if split == "test" else ":",
+                    color=color[r.name],
+                    marker="o",
+                    ms=3,
+                    label=f"{r.label} {split}" if len(splits) > 1 else r.label,
+                )
     ax.set_xlabel("epoch")
     ax.set_ylabel("cross-entropy")
     ax.set_title(title, fontsize=10)
@@ -200,12 +224,22 @@ def write_report(paths: list[str | Path], out: str | Path, *, teacher: str | Non
 
     matplotlib.use("Agg")
     written.append(plot_per_model(runs, out / "loss_per_model.png"))
-    written.append(plot_loss(runs, out / "loss_all.png", title="all models: train (dotted) and test (solid) loss"))
-    written.append(plot_loss(runs, out / "test_loss_all.png", splits=("test",), title="all models: test loss"))
+    written.append(
+        plot_loss(runs, out / "loss_all.png", title="all models: train (dotted) and test (solid) loss")
+    )
+    written.append(
+        plot_loss(runs, out / "test_loss_all.png", splits=("test",), title="all models: test loss")
+    )
     t_runs = [r for r in runs if (r.name == teacher if teacher else r.is_teacher and r.model == "c3d")][:1]
     sp_runs = [r for r in runs if r.model in ("sp", "sp_bn") and not r.is_teacher]
     if t_runs or sp_runs:
-        written.append(plot_loss(t_runs + sp_runs, out / "test_loss_teacher_vs_sp.png", splits=("test",),
-                                 title="teacher against the SP versions: test loss"))
+        written.append(
+            plot_loss(
+                t_runs + sp_runs,
+                out / "test_loss_teacher_vs_sp.png",
+                splits=("test",),
+                title="teacher against the SP versions: test loss",
+            )
+        )
     written.append(plot_accuracy(runs, out / "accuracy.png"))
     return written

@@ -94,19 +94,41 @@ def make_train_loader(cfg: RunConfig, items, device: torch.device):
     from ..data import ClipLoader
 
     drop_last = len(items) * cfg.clips_per_video >= cfg.batch_size * max(1, distributed.info().world_size)
-    return ClipLoader(items, clip_len=cfg.frames, stride=cfg.stride, sampler=cfg.extra.get("sampler", "random"),
-                      clips_per_video=cfg.clips_per_video, batch_size=cfg.batch_size, shuffle=True,
-                      drop_last=drop_last, seed=cfg.seed, prefetch=cfg.prefetch, threads=cfg.threads,
-                      return_meta=True, **_read_kwargs(cfg, device, train=True))
+    return ClipLoader(
+        items,
+        clip_len=cfg.frames,
+        stride=cfg.stride,
+        sampler=cfg.extra.get("sampler", "random"),
+        clips_per_video=cfg.clips_per_video,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=drop_last,
+        seed=cfg.seed,
+        prefetch=cfg.prefetch,
+        threads=cfg.threads,
+        return_meta=True,
+        **_read_kwargs(cfg, device, train=True),
+    )
 
 
 def make_eval_loader(cfg: RunConfig, items, device: torch.device, clips_per_video: int):
     from ..data import ClipLoader
 
-    return ClipLoader(items, clip_len=cfg.frames, stride=cfg.stride, sampler="uniform",
-                      clips_per_video=clips_per_video, batch_size=cfg.batch_size, shuffle=False, drop_last=False,
-                      seed=cfg.seed, prefetch=cfg.prefetch, threads=cfg.threads, return_meta=True,
-                      **_read_kwargs(cfg, device, train=False))
+    return ClipLoader(
+        items,
+        clip_len=cfg.frames,
+        stride=cfg.stride,
+        sampler="uniform",
+        clips_per_video=clips_per_video,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        drop_last=False,
+        seed=cfg.seed,
+        prefetch=cfg.prefetch,
+        threads=cfg.threads,
+        return_meta=True,
+        **_read_kwargs(cfg, device, train=False),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,8 +138,15 @@ def make_eval_loader(cfg: RunConfig, items, device: torch.device, clips_per_vide
 def build_model(meta: dict[str, Any], *, fast: bool = True) -> nn.Module:
     from ..models import create_model
 
-    return create_model(meta["name"], meta["num_classes"], width=meta["width"], frames=meta["frames"],
-                        size=meta["size"], dropout=meta.get("dropout", 0.5), fast=fast)
+    return create_model(
+        meta["name"],
+        meta["num_classes"],
+        width=meta["width"],
+        frames=meta["frames"],
+        size=meta["size"],
+        dropout=meta.get("dropout", 0.5),
+        fast=fast,
+    )
 
 
 def load_run_model(path: str | Path, *, map_location="cpu", expected: dict[str, Any] | None = None):
@@ -128,8 +157,10 @@ def load_run_model(path: str | Path, *, map_location="cpu", expected: dict[str, 
     ckpt = load_checkpoint(path, map_location=map_location)
     src = str(resolve_checkpoint(path))
     if ckpt.get("format") != FORMAT or "model_meta" not in ckpt:
-        raise CheckpointError(f"{src}: not a c3d-distill run checkpoint (no model_meta); a public C3D state dict "
-                              "loads with models.load_c3d_weights")
+        raise CheckpointError(
+            f"{src}: not a c3d-distill run checkpoint (no model_meta); a public C3D state dict "
+            "loads with models.load_c3d_weights"
+        )
     if expected is not None:
         check_compatible(ckpt, expected, source=src)
     meta = ckpt["model_meta"]
@@ -142,8 +173,10 @@ def _copy_head(student: nn.Module, teacher: nn.Module) -> None:
     for name in ("fc6", "fc7", "fc8"):
         s, t = getattr(student, name, None), getattr(teacher, name, None)
         if s is None or t is None or s.weight.shape != t.weight.shape:
-            raise ValueError(f"distill: student and teacher heads differ at {name}; feature distillation reuses "
-                             "the teacher's head")
+            raise ValueError(
+                f"distill: student and teacher heads differ at {name}; feature distillation reuses "
+                "the teacher's head"
+            )
         s.load_state_dict(t.state_dict())
 
 
@@ -159,21 +192,25 @@ def probe_clips(cfg: RunConfig, items, n: int = 8) -> torch.Tensor:
     return prepare_batch(clips, torch.device("cpu"), mean=cfg.mean, std=cfg.std)
 
 
-def build_student(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any],
-                  probe: torch.Tensor | None = None) -> tuple[nn.Module, dict | None]:
+def build_student(
+    cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any], probe: torch.Tensor | None = None
+) -> tuple[nn.Module, dict | None]:
     """The student named ``cfg.model`` at the teacher's width/frames/size, from the teacher's weights
     (``init="transfer"``, calibrated on ``probe`` clips when given) or random. With ``loss="feature"`` the
     head is the teacher's and stays frozen: the loss never reaches it, and a frozen copy reads the
     teacher's feature space the student learns."""
     from ..models import create_model
 
-    kw = dict(width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast)
+    kw = dict(
+        width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast
+    )
     report = None
     if cfg.init == "transfer":
         from ..transfer import transfer
 
-        student, report = transfer(teacher, cfg.model, probe=probe, seed=cfg.seed, num_classes=tmeta["num_classes"],
-                                   **kw)
+        student, report = transfer(
+            teacher, cfg.model, probe=probe, seed=cfg.seed, num_classes=tmeta["num_classes"], **kw
+        )
         if hasattr(report, "to_dict"):
             report = report.to_dict()
         _copy_head(student, teacher)
@@ -232,8 +269,10 @@ def _check_resume_config(old: RunConfig, new: RunConfig, src: Path) -> None:
     a, b = old.to_dict(), new.to_dict()
     diffs = [f"{k}: {a[k]!r} → {b[k]!r}" for k in a if k not in RESUMABLE_CHANGES and a[k] != b.get(k)]
     if diffs:
-        raise ValueError(f"--resume: {src} was started with other settings; resuming would not give the same "
-                         f"run ({'; '.join(diffs)}). Start a new --out folder instead.")
+        raise ValueError(
+            f"--resume: {src} was started with other settings; resuming would not give the same "
+            f"run ({'; '.join(diffs)}). Start a new --out folder instead."
+        )
 
 
 def _model_figures(model: nn.Module, meta: dict) -> dict[str, Any]:
@@ -268,7 +307,9 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
     train_list, test_list = load_lists(cfg)
     num_classes = cfg.num_classes or len(train_list.classes)
     if num_classes != len(train_list.classes):
-        raise ValueError(f"--num-classes {cfg.num_classes}: the data set has {len(train_list.classes)} classes")
+        raise ValueError(
+            f"--num-classes {cfg.num_classes}: the data set has {len(train_list.classes)} classes"
+        )
     cfg.num_classes = num_classes
 
     teacher = None
@@ -276,20 +317,32 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
     if cfg.mode == "distill":
         teacher, tmeta, _ = load_run_model(cfg.teacher, map_location="cpu")
         if tmeta["num_classes"] != num_classes:
-            raise ValueError(f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has "
-                             f"{num_classes}")
+            raise ValueError(
+                f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has "
+                f"{num_classes}"
+            )
         for k in ("width", "frames", "size"):
             if getattr(cfg, k) != tmeta[k] and cfg.extra.get(f"{k}_given"):
-                raise ValueError(f"--{k} {getattr(cfg, k)}: the teacher was trained with {k}={tmeta[k]}; feature "
-                                 "distillation needs the same")
+                raise ValueError(
+                    f"--{k} {getattr(cfg, k)}: the teacher was trained with {k}={tmeta[k]}; feature "
+                    "distillation needs the same"
+                )
         cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
-        cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
+        (
+            cfg.extra.pop("width_given", None),
+            cfg.extra.pop("frames_given", None),
+            cfg.extra.pop("size_given", None),
+        )
         probe = probe_clips(cfg, train_list.items) if cfg.init == "transfer" else None
         seed_everything(cfg.seed)
         model, transfer_report = build_student(cfg, teacher, tmeta, probe)
         teacher.to(device)
     else:
-        cfg.extra.pop("width_given", None), cfg.extra.pop("frames_given", None), cfg.extra.pop("size_given", None)
+        (
+            cfg.extra.pop("width_given", None),
+            cfg.extra.pop("frames_given", None),
+            cfg.extra.pop("size_given", None),
+        )
         model = build_model(cfg.model_meta(num_classes), fast=cfg.fast)
     meta = cfg.model_meta(num_classes)
     model.to(device)
@@ -310,8 +363,16 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
         per_clip = 4 * (unwrap(teacher).feature_dim + num_classes)
         if per_clip * len(test_list) * (cfg.eval_clips + cfg.final_eval_clips) <= 2**30:
             eval_cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw))
-    objective = Objective(cfg.loss, teacher=teacher, hint_pairs=hint_pairs, hint_weight=cfg.hint_weight,
-                          temperature=cfg.temperature, alpha=cfg.alpha, cache=cache, amp=cfg.amp)
+    objective = Objective(
+        cfg.loss,
+        teacher=teacher,
+        hint_pairs=hint_pairs,
+        hint_weight=cfg.hint_weight,
+        temperature=cfg.temperature,
+        alpha=cfg.alpha,
+        cache=cache,
+        amp=cfg.amp,
+    )
     optimizer = build_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
     start_epoch, step, rows = 0, 0, []
@@ -335,13 +396,22 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
     test_loader = make_eval_loader(cfg, test_list.items, device, cfg.eval_clips)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
-        raise ValueError(f"--batch-size {cfg.batch_size}: larger than the training split ({len(train_list)} videos)")
+        raise ValueError(
+            f"--batch-size {cfg.batch_size}: larger than the training split ({len(train_list)} videos)"
+        )
     total_steps = steps_per_epoch * cfg.epochs
 
     def lr_fn(s: int) -> float:
-        return lr_at(s, base_lr=cfg.lr, total_steps=total_steps, steps_per_epoch=steps_per_epoch,
-                     schedule=cfg.schedule, warmup_epochs=cfg.warmup_epochs, step_epochs=cfg.step_epochs,
-                     gamma=cfg.gamma)
+        return lr_at(
+            s,
+            base_lr=cfg.lr,
+            total_steps=total_steps,
+            steps_per_epoch=steps_per_epoch,
+            schedule=cfg.schedule,
+            warmup_epochs=cfg.warmup_epochs,
+            step_epochs=cfg.step_epochs,
+            gamma=cfg.gamma,
+        )
 
     net: nn.Module = StudentNet(model, stages=objective.wants_stages, logits_grad=objective.logits_grad)
     if cfg.compile:
@@ -359,12 +429,35 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
                 break
             if hasattr(train_loader, "set_epoch"):
                 train_loader.set_epoch(epoch)
-            tr, step = train_one_epoch(net, train_loader, objective, optimizer, device=device, step=step,
-                                       lr_fn=lr_fn, clip_grad=cfg.clip_grad, amp=cfg.amp, channels_last=channels_last,
-                                       progress=progress, desc=f"{run_name} {epoch + 1}/{cfg.epochs}", **norm)
-            te = evaluate(net, test_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
-                          channels_last=channels_last, teacher_cache=eval_cache, progress=progress,
-                          desc=f"{run_name} test", **norm)
+            tr, step = train_one_epoch(
+                net,
+                train_loader,
+                objective,
+                optimizer,
+                device=device,
+                step=step,
+                lr_fn=lr_fn,
+                clip_grad=cfg.clip_grad,
+                amp=cfg.amp,
+                channels_last=channels_last,
+                progress=progress,
+                desc=f"{run_name} {epoch + 1}/{cfg.epochs}",
+                color_permute_seed=cfg.seed if cfg.color_permute else None,
+                **norm,
+            )
+            te = evaluate(
+                net,
+                test_loader,
+                objective,
+                device=device,
+                num_videos=len(test_list),
+                amp=cfg.amp,
+                channels_last=channels_last,
+                teacher_cache=eval_cache,
+                progress=progress,
+                desc=f"{run_name} test",
+                **norm,
+            )
             now = time.perf_counter() - t_run
             base = {"run": run_name, "model": cfg.model, "epoch": epoch + 1}
             log.add({**base, "split": "train", **tr, "time_total": now})
@@ -379,32 +472,66 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
         result: dict[str, Any] = {}
         if finished:
             final_loader = make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips)
-            fin = evaluate(net, final_loader, objective, device=device, num_videos=len(test_list), amp=cfg.amp,
-                           channels_last=channels_last, teacher_cache=eval_cache, progress=progress,
-                           desc=f"{run_name} final", **norm)
+            fin = evaluate(
+                net,
+                final_loader,
+                objective,
+                device=device,
+                num_videos=len(test_list),
+                amp=cfg.amp,
+                channels_last=channels_last,
+                teacher_cache=eval_cache,
+                progress=progress,
+                desc=f"{run_name} final",
+                **norm,
+            )
             train_rows = [r for r in log.rows if r["split"] == "train"]
-            result = {"run": run_name, "mode": cfg.mode, "model": cfg.model,
-                      "init": cfg.init if cfg.mode == "distill" else "scratch",
-                      "loss": cfg.loss + ("+hints" if cfg.hints else ""), "teacher": cfg.teacher,
-                      "epochs": cfg.epochs, **_model_figures(model, meta),
-                      "train_clips_per_s": float(np.median([r["clips_per_s"] for r in train_rows])),
-                      "eval_clips": cfg.final_eval_clips, "device": str(device),
-                      "world_size": dinfo.world_size, **{f"final_{k}": v for k, v in fin.items()}}
+            result = {
+                "run": run_name,
+                "mode": cfg.mode,
+                "model": cfg.model,
+                "init": cfg.init if cfg.mode == "distill" else "scratch",
+                "loss": cfg.loss + ("+hints" if cfg.hints else ""),
+                "teacher": cfg.teacher,
+                "epochs": cfg.epochs,
+                **_model_figures(model, meta),
+                "train_clips_per_s": float(np.median([r["clips_per_s"] for r in train_rows])),
+                "eval_clips": cfg.final_eval_clips,
+                "device": str(device),
+                "world_size": dinfo.world_size,
+                **{f"final_{k}": v for k, v in fin.items()},
+            }
             if cache is not None:
                 result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "entries": len(cache)}
             if dinfo.is_main:
                 (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-                log.add({"run": run_name, "model": cfg.model, "epoch": cfg.epochs, "split": "final", **fin,
-                         "time_total": time.perf_counter() - t_run})
+                log.add(
+                    {
+                        "run": run_name,
+                        "model": cfg.model,
+                        "epoch": cfg.epochs,
+                        "split": "final",
+                        **fin,
+                        "time_total": time.perf_counter() - t_run,
+                    }
+                )
         return result
     finally:
         log.close()
 
 
 def _state(model, meta, optimizer, step, epoch, cfg, rows) -> dict[str, Any]:
-    return {"format": FORMAT, "model": unwrap(model).state_dict(), "model_meta": meta,
-            "optimizer": optimizer.state_dict(), "scheduler": {"step": int(step)}, "epoch": int(epoch),
-            "config": cfg.to_dict(), "metrics": list(rows), "rng": rng_state()}
+    return {
+        "format": FORMAT,
+        "model": unwrap(model).state_dict(),
+        "model_meta": meta,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"step": int(step)},
+        "epoch": int(epoch),
+        "config": cfg.to_dict(),
+        "metrics": list(rows),
+        "rng": rng_state(),
+    }
 
 
 def _print_epoch(name: str, epoch: int, epochs: int, tr: dict, te: dict) -> None:
@@ -414,6 +541,8 @@ def _print_epoch(name: str, epoch: int, epochs: int, tr: dict, te: dict) -> None
 
     from tqdm.auto import tqdm
 
-    tqdm.write(f"{name} epoch {epoch}/{epochs}: train loss {f(tr, 'loss')} acc {f(tr, 'top1')} | test loss "
-               f"{f(te, 'loss')} ce {f(te, 'ce')} acc {f(te, 'top1')} video {f(te, 'video_acc')} | "
-               f"{tr['clips_per_s']:.1f} clips/s")
+    tqdm.write(
+        f"{name} epoch {epoch}/{epochs}: train loss {f(tr, 'loss')} acc {f(tr, 'top1')} | test loss "
+        f"{f(te, 'loss')} ce {f(te, 'ce')} acc {f(te, 'top1')} video {f(te, 'video_acc')} | "
+        f"{tr['clips_per_s']:.1f} clips/s"
+    )
