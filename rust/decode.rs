@@ -73,8 +73,13 @@ impl<'a> Session<'a> {
         index: &'a VideoIndex,
         threads: usize,
         allow_seek: bool,
+        header_only: bool,
     ) -> Result<Self> {
-        let opened = video::open(path)?;
+        let opened = if header_only {
+            video::open_indexed(path, index)?
+        } else {
+            video::open(path)?
+        };
         let dec = video::decoder(path, &opened, threads)?;
         Ok(Session {
             path,
@@ -145,6 +150,15 @@ enum Step {
     Mismatch(String),
 }
 
+/// How a pass opens and walks the file; each retry after a `Pass::Mismatch` is more conservative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    /// Open from the container header alone (`video::open_indexed`).
+    pub header_only: bool,
+    /// Seek forward to keyframes (else decode from the start and count).
+    pub seek: bool,
+}
+
 /// Decode the frames in `wanted` (sorted, distinct, each < `index.num_frames`) and hand each to
 /// `on_frame(i, frame)` in increasing order. `threads` is the decoder's own thread count.
 pub fn decode_frames(
@@ -152,7 +166,7 @@ pub fn decode_frames(
     index: &VideoIndex,
     wanted: &[usize],
     threads: usize,
-    allow_seek: bool,
+    route: Route,
     cancel: &AtomicBool,
     on_frame: &mut dyn FnMut(usize, &ffmpeg::frame::Video) -> Result<()>,
 ) -> Result<Pass> {
@@ -160,7 +174,13 @@ pub fn decode_frames(
         return Ok(Pass::Done);
     }
     debug_assert!(wanted.windows(2).all(|w| w[0] < w[1]));
-    let mut s = Session::start(path, index, threads, allow_seek && index.pts_reliable)?;
+    let mut s = Session::start(
+        path,
+        index,
+        threads,
+        route.seek && index.pts_reliable,
+        route.header_only,
+    )?;
     let mut next = 0usize; // position in `wanted`
     let mut frame = ffmpeg::frame::Video::empty();
     let mut packet = ffmpeg::Packet::empty();

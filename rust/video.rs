@@ -86,6 +86,57 @@ pub fn open(path: &Path) -> Result<Opened> {
     })
 }
 
+/// Demuxers whose header alone describes the video stream (codec, size, extradata, time base), so
+/// that a file already indexed can be opened for decoding without `avformat_find_stream_info`,
+/// which decodes frames to probe the streams (for H.264 in MP4 it costs more than decoding a clip).
+const HEADER_DEMUXERS: &[&str] = &["avi", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"];
+
+/// Open an indexed video for decoding: the container header only when it agrees with the index
+/// (same stream, codec and frame size), else as `open`.
+pub fn open_indexed(path: &Path, index: &VideoIndex) -> Result<Opened> {
+    use std::os::unix::ffi::OsStrExt;
+    init();
+    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return open(path);
+    };
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: ctx starts null as avformat_open_input requires; on failure it frees and nulls it.
+    let ret = unsafe {
+        ffmpeg::ffi::avformat_open_input(
+            &mut ctx,
+            c_path.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+        )
+    };
+    if ret < 0 || ctx.is_null() {
+        return open(path); // gives the error its full cause
+    }
+    // SAFETY: ctx is an opened input context; Input closes it on drop.
+    let input = unsafe { format::context::Input::wrap(ctx) };
+    if !HEADER_DEMUXERS.contains(&input.format().name()) {
+        return open(path);
+    }
+    let Some(stream) = input.stream(index.stream_index) else {
+        return open(path);
+    };
+    let par = stream.parameters();
+    // SAFETY: the parameters belong to a stream of the open input.
+    let (w, h) = unsafe { ((*par.as_ptr()).width, (*par.as_ptr()).height) };
+    if par.medium() != media::Type::Video || par.id() != index.codec_id || w <= 0 || h <= 0 {
+        return open(path);
+    }
+    let time_base = stream.time_base();
+    if (time_base.numerator(), time_base.denominator()) != index.time_base {
+        return open(path);
+    }
+    Ok(Opened {
+        input,
+        stream_index: index.stream_index,
+        time_base,
+    })
+}
+
 /// A decoder for the selected stream. `threads` = 1 keeps one clip on one core, which is what the
 /// batch reader wants (it parallelises across clips); 0 lets FFmpeg choose.
 pub fn decoder(path: &Path, opened: &Opened, threads: usize) -> Result<ffmpeg::decoder::Video> {
@@ -131,6 +182,9 @@ pub struct VideoIndex {
     /// increasing, so a frame decoded after a seek can be numbered by looking its timestamp up. When
     /// false the reader never seeks: it decodes from the start and counts.
     pub pts_reliable: bool,
+    /// The video stream's index in the container, and its codec (for `open_indexed`).
+    pub stream_index: usize,
+    pub codec_id: codec::Id,
     /// Built by decoding every frame (the ground truth). When false it was read from the packets
     /// alone (`index_packets`); the reader checks each frame it decodes against it and rebuilds the
     /// index by decoding when they disagree.
@@ -421,6 +475,8 @@ fn finish_index(
         frame_pts,
         time_base: (tb.numerator(), tb.denominator()),
         pts_reliable,
+        stream_index: opened.stream_index,
+        codec_id: stream.parameters().id(),
         exact,
     }
 }

@@ -112,14 +112,15 @@ def test_random_indices_are_frame_exact(videos, name):
         assert_frames_match(got, ref, indices, f"{name} {indices}")
 
 
-@pytest.mark.parametrize("name", ["h264_bframes_mp4", "hevc_mp4", "mpeg4_avi", "odd_yuv444p_mp4", "mjpeg_avi"])
-def test_resize_matches_ffmpeg_scale(videos, name):
+@pytest.mark.parametrize("size", [(50, 67), (64, 86)])  # odd and even widths take different routes
+@pytest.mark.parametrize("name", ["h264_bframes_mp4", "hevc_mp4", "mpeg4_avi", "odd_yuv444p_mp4", "mjpeg_avi",
+                                  "h264_10bit_mkv"])
+def test_resize_matches_ffmpeg_scale(videos, name, size):
     path, _ = videos[name]
-    size = (50, 67)
     ref = ffmpeg_frames(path, size=size)
     idx = [0, 7, 7, 25, 2, len(ref) - 1]
     got = VideoReader(path).get_frames(idx, size=size)
-    assert got.shape == (len(idx), 50, 67, 3)
+    assert got.shape == (len(idx), *size, 3)
     for k, i in enumerate(idx):
         d = np.abs(got[k].astype(np.float32) - ref[i].astype(np.float32)).mean()
         assert d <= 1.0, f"{name}: frame {i} resized differs from ffmpeg -vf scale by {d:.2f}"
@@ -136,3 +137,25 @@ def test_read_clips_of_one_video_are_frame_exact(videos, name):
         assert_frames_match(nthwc[c], ref, idx, f"{name} clip {c}")
     ncthw = read_clips(clips, size=None, crop=None, layout="NCTHW")
     np.testing.assert_array_equal(ncthw, nthwc.transpose(0, 4, 1, 2, 3))
+
+
+_EXACT_CHILD = """
+import sys, json
+import numpy as np
+from c3d_distill.data import VideoReader
+got = VideoReader(sys.argv[1]).get_frames([0, 5, 9], size=(50, 67))
+np.save(sys.argv[2], got)
+"""
+
+
+def test_exact_resize_switch_is_bit_identical_to_ffmpeg(videos, tmp_path):
+    # C3D_DISTILL_EXACT_RESIZE=1: swscale's direct route, the very computation of `ffmpeg -vf scale`.
+    import os
+    import sys
+
+    path, _ = videos["h264_bframes_mp4"]
+    out = tmp_path / "exact.npy"
+    env = dict(os.environ, C3D_DISTILL_EXACT_RESIZE="1")
+    subprocess.run([sys.executable, "-c", _EXACT_CHILD, str(path), str(out)], check=True, env=env, timeout=60)
+    ref = ffmpeg_frames(path, size=(50, 67))[[0, 5, 9]]
+    np.testing.assert_array_equal(np.load(out), ref)
