@@ -98,26 +98,29 @@ class PacketCosts:
 
     path: str
     frame: np.ndarray  # (P,) int, decode order -> presentation index
-    cost_us: np.ndarray  # (P,) float
+    cost_us: np.ndarray  # (P,) float, wall-clock ("real")
     keyframes: np.ndarray  # sorted frame indices
+    cpu_us: np.ndarray  # (P,) float, CPU time (user + sys): unaffected by other processes on the machine
 
     @property
     def num_frames(self) -> int:
         return len(self.frame)
 
-    def forced_us(self, frames) -> float:
-        """µs to decode what a forward pass needs for ``frames``: every packet in decode order from the
-        keyframe at or before the first frame up to the last packet that presents one of them."""
+    def forced_us(self, frames, *, cpu: bool = False) -> float:
+        """µs (wall, or CPU with ``cpu``) to decode what a forward pass needs for ``frames``: every packet
+        in decode order from the keyframe at or before the first frame up to the last packet that
+        presents one of them."""
         frames = np.asarray(frames)
         first = int(frames.min())
         kf = int(self.keyframes[np.searchsorted(self.keyframes, first, side="right") - 1])
         pos = np.empty(self.num_frames, np.int64)
         pos[self.frame] = np.arange(self.num_frames)
-        return float(self.cost_us[pos[kf] : pos[frames].max() + 1].sum())
+        cost = self.cpu_us if cpu else self.cost_us
+        return float(cost[pos[kf] : pos[frames].max() + 1].sum())
 
 
 _DEMUX = re.compile(r"demuxer -> ist_index:0 type:video .*? pkt_pts_time:(\S+)")
-_DECODE = re.compile(r"bench:\s+\d+ user\s+\d+ sys\s+(\d+) real decode_video")
+_DECODE = re.compile(r"bench:\s+(\d+) user\s+(\d+) sys\s+(\d+) real decode_video")
 _DECODED = re.compile(r"decoder -> ist_index:0 type:video frame_pts:\S+ frame_pts_time:(\S+) .*? keyframe:(\d)")
 
 
@@ -129,14 +132,16 @@ def ffmpeg_packet_costs(path: str | os.PathLike) -> PacketCosts:
          "-map", "0:v:0", "-f", "null", "-"],
         check=True, capture_output=True, text=True,
     ).stderr
-    pts, cost, key_times = [], [], []
+    pts, cost, cpu, key_times = [], [], [], []
     for line in err.replace("\r", "\n").splitlines():
         # the progress line can prefix a demuxer line, so search instead of match
         if m := _DEMUX.search(line):
             pts.append(float(m.group(1)))
             cost.append(0.0)
+            cpu.append(0.0)
         elif (m := _DECODE.search(line)) and cost:
-            cost[-1] += float(m.group(1))
+            cost[-1] += float(m.group(3))
+            cpu[-1] += float(m.group(1)) + float(m.group(2))
         elif (m := _DECODED.search(line)) and m.group(2) == "1":
             key_times.append(float(m.group(1)))
     times = np.array(pts)
@@ -147,7 +152,7 @@ def ffmpeg_packet_costs(path: str | os.PathLike) -> PacketCosts:
     keyframes = np.unique(np.searchsorted(sorted_times, np.array(key_times) - 1e-6))
     if len(keyframes) == 0 or keyframes[0] != 0:
         raise RuntimeError(f"{path}: no keyframe at frame 0 in ffmpeg's output")
-    return PacketCosts(str(path), frame, np.array(cost), keyframes)
+    return PacketCosts(str(path), frame, np.array(cost), keyframes, np.array(cpu))
 
 
 # ---------------------------------------------------------------------------------------------------
