@@ -110,6 +110,7 @@ def test_two_gloo_ranks_see_different_clips_and_stay_identical(synth, tmp_path):
     assert not torch.equal(start["conv1.weight"], r0["state"]["conv1.weight"])
 
 
+@pytest.mark.slow  # two fresh processes under torchrun
 def test_torchrun_train_command(synth, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1")

@@ -30,7 +30,7 @@ FAST = [
     "--optimizer",
     "adamw",
 ]
-TEACHER_ARGS = SHAPE + FAST + ["--epochs", "3", "--seed", "3", "--dropout", "0.3"]
+TEACHER_ARGS = SHAPE + FAST + ["--epochs", "2", "--seed", "3", "--dropout", "0.3", "--color-permute"]
 
 
 @pytest.fixture(scope="module")
@@ -78,15 +78,8 @@ def test_train_writes_the_run_folder(teacher):
         "eval.json",
     }
     r = rows(teacher)
-    assert [(x["epoch"], x["split"]) for x in r] == [
-        (1, "train"),
-        (1, "test"),
-        (2, "train"),
-        (2, "test"),
-        (3, "train"),
-        (3, "test"),
-        (3, "final"),
-    ]
+    assert [(x["epoch"], x["split"]) for x in r] == [(1, "train"), (1, "test"), (2, "train"), (2, "test"),
+                                                     (2, "final")]
     for x in r:
         assert {"loss", "ce", "top1", "clips_per_s", "time"} <= set(x)
     assert all("lr" in x for x in r if x["split"] == "train")
@@ -94,7 +87,7 @@ def test_train_writes_the_run_folder(teacher):
     ev = json.loads((teacher / "eval.json").read_text())
     assert ev["model"] == "c3d" and ev["params"] > 0 and ev["gmacs"] > 0 and 0 <= ev["final_video_acc"] <= 1
     ck = load_checkpoint(teacher)
-    assert ck["epoch"] == 3 and ck["model_meta"]["width"] == 0.0625 and len(ck["metrics"]) == 6
+    assert ck["epoch"] == 2 and ck["model_meta"]["width"] == 0.0625 and len(ck["metrics"]) == 4
 
 
 def test_resume_after_a_split_run_equals_one_run(teacher, synth, tmp_path):
@@ -118,6 +111,7 @@ def test_resume_refuses_other_settings(teacher, synth, tmp_path):
         main([*args, "--lr", "0.005", "--resume"])
 
 
+@pytest.mark.slow  # a fresh process (torch import) plus a resumed run
 def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(teacher, synth, tmp_path):
     out = tmp_path / "killed"
     args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *TEACHER_ARGS]
@@ -135,8 +129,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(te
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     ck = load_checkpoint(out)  # loads: the file is either the old or the new checkpoint, never torn
-    assert 1 <= ck["epoch"] <= 3
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")] or True  # a temp may remain; ignored
+    assert 1 <= ck["epoch"] <= 2
     assert main([*args, "--resume"]) == 0
     assert same_weights(weights(out), weights(teacher))
 

@@ -202,6 +202,19 @@ def test_cache_runs_the_teacher_on_misses_only():
     assert cache.misses == 10
 
 
+def test_permute_colours_is_per_clip_and_reproducible():
+    from c3d_distill.train.engine import permute_colours
+
+    x = torch.arange(8 * 3, dtype=torch.float32).view(8, 3, 1, 1, 1).expand(8, 3, 4, 2, 2).contiguous()
+    a, b = permute_colours(x, 0, 5), permute_colours(x, 0, 5)
+    assert torch.equal(a, b) and not torch.equal(a, permute_colours(x, 0, 6))
+    for i in range(8):
+        got = a[i, :, 0, 0, 0].tolist()
+        assert sorted(got) == x[i, :, 0, 0, 0].tolist()  # a permutation of this clip's channels
+        assert torch.equal(a[i], a[i, :, :1].expand_as(a[i]))  # the same for every frame and pixel
+    assert len({tuple(a[i, :, 0, 0, 0].argsort().tolist()) for i in range(8)}) > 1
+
+
 def test_objective_rejects_bad_settings():
     with pytest.raises(ValueError, match="teacher"):
         Objective("feature")
