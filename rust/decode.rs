@@ -206,7 +206,7 @@ pub fn decode_frames(
         }
         // Feed one packet (or the end of stream) to the decoder.
         if !at_eof {
-            match packet.read(&mut s.opened.input) {
+            match video::read_packet(&mut packet, &mut s.opened.input) {
                 Ok(()) => {
                     if packet.stream() != s.opened.stream_index {
                         continue;

@@ -137,6 +137,19 @@ pub fn open_indexed(path: &Path, index: &VideoIndex) -> Result<Opened> {
     })
 }
 
+/// Read the next packet into `packet`, releasing the one it held: `av_read_frame` overwrites its
+/// argument without unreferencing it, so reusing a packet with ffmpeg-next's `Packet::read` leaks
+/// every packet's buffer (measured: ~10 KB per opened video).
+pub fn read_packet(
+    packet: &mut ffmpeg::Packet,
+    input: &mut format::context::Input,
+) -> std::result::Result<(), ffmpeg::Error> {
+    use ffmpeg::packet::Mut;
+    // SAFETY: the packet is valid; unref leaves it blank, as av_read_frame expects.
+    unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
+    packet.read(input)
+}
+
 /// A decoder for the selected stream. `threads` = 1 keeps one clip on one core, which is what the
 /// batch reader wants (it parallelises across clips); 0 lets FFmpeg choose.
 pub fn decoder(path: &Path, opened: &Opened, threads: usize) -> Result<ffmpeg::decoder::Video> {
@@ -236,7 +249,7 @@ pub fn probe(path: &Path) -> Result<VideoIndex> {
 
     let mut packet = ffmpeg::Packet::empty();
     loop {
-        match packet.read(&mut opened.input) {
+        match read_packet(&mut packet, &mut opened.input) {
             Ok(()) => {
                 if packet.stream() != opened.stream_index {
                     continue;
@@ -354,7 +367,7 @@ pub fn index_packets(path: &Path) -> Result<Option<VideoIndex>> {
     let mut packets: Vec<(i64, bool)> = Vec::new();
     let mut packet = ffmpeg::Packet::empty();
     loop {
-        match packet.read(&mut opened.input) {
+        match read_packet(&mut packet, &mut opened.input) {
             Ok(()) => {
                 if packet.stream() != opened.stream_index {
                     continue;
