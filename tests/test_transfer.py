@@ -390,6 +390,25 @@ def test_cli_writes_a_loadable_student_and_the_report(tmp_path, teacher, capsys)
     assert json.loads(capsys.readouterr().out)["student"] == "sp"
 
 
+def test_cli_probe_clips_from_a_data_set(tmp_path, teacher):
+    from c3d_distill.cli import main
+    from c3d_distill.datasets import make_synthetic
+
+    data = make_synthetic(tmp_path / "synth", classes=2, videos_per_class=4, width=64, height=48,
+                          duration=(0.8, 0.8), clips_per_group=2, workers=1, progress=False)
+    torch.save(teacher.state_dict(), tmp_path / "public.pt")
+    args = ["transfer", "--teacher", str(tmp_path / "public.pt"), "--size", "32", "--student", "mc5",
+            "--out", str(tmp_path / "mc5.pt"), "--probe-data", f"synth:{data}"]
+    assert main([*args, "--probe-clips", "4"]) == 0
+    report = json.loads((tmp_path / "mc5.transfer.json").read_text())
+    assert report["probe"]["source"] == "given" and report["probe"]["check_clips"] == 2
+    assert report["feature_cosine"] > 0.5
+    with pytest.raises(SystemExit, match="--probe-data: .* 4 training videos, --probe-clips asks for 50"):
+        main([*args, "--probe-clips", "50"])
+    with pytest.raises(SystemExit, match="--probe-data"):
+        main([*args[:-1], f"synth:{tmp_path / 'nothing'}"])
+
+
 def test_cli_errors(tmp_path, capsys):
     from c3d_distill.cli import main
 

@@ -129,7 +129,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--teacher: {exc}" if not str(exc).startswith("--teacher") else str(exc)) from exc
     probe = None
     if args.probe_data:
-        probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"])
+        try:
+            probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"])
+        except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a bad spec, too few or unreadable videos
+            msg = str(exc)
+            raise SystemExit(msg if msg.startswith("--probe-data") else f"--probe-data: {msg}") from exc
     student, report = transfer(teacher, args.student, probe=probe, probe_size=args.probe_clips,
                                calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed)
     out = Path(args.out)
