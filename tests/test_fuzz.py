@@ -46,7 +46,8 @@ def test_harness_catches_crash_hang_and_spike(sources, tmp_path):
     try:
         good = str(sources["mpeg4.avi"])
         assert w.run("selftest:abort", good, good, 30)["outcome"] == "crash"
-        assert w.run("selftest:hang", good, good, 3)["outcome"] == "timeout"
+        hang = w.run("selftest:hang", good, good, 3)
+        assert hang["outcome"] == "timeout" and "(twice)" in hang["detail"], hang  # retried in a fresh child
         spike = w.run("selftest:spike", good, good, 30)
         assert spike["outcome"] == "memory" and spike["peak_growth_mb"] > 500, spike
         ok = w.run("probe", good, good, 30)
@@ -54,7 +55,7 @@ def test_harness_catches_crash_hang_and_spike(sources, tmp_path):
         assert fuzz._row(case, "probe", ok)["verdict"] == "pass"
         assert fuzz._row(case, "probe", {"outcome": "RuntimeError", "detail": "x"})["verdict"] == "FAIL"
         assert fuzz._row(case, "read_clips_skip", {"outcome": "VideoDecodeError", "detail": "x"})["verdict"] == "FAIL"
-        assert w.starts == 3  # restarted after the abort and after the hang, not after the spike
+        assert w.starts == 4  # restarted after the abort and after each hang, not after the spike
     finally:
         w.stop()
 
