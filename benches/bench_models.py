@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from c3d_distill.models import count_macs, create_model, layer_macs
 from c3d_distill.models.fast import conv_relu
 
