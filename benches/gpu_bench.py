@@ -30,8 +30,6 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-
 from c3d_distill.models import count_macs, create_model
 
 MODELS = ["c3d", "sp", "sp_bn", "mc3", "mc4", "mc5"]
@@ -75,8 +73,11 @@ def autocast(device: torch.device):
 
 
 def to_format(model: torch.nn.Module, x: torch.Tensor, channels_last: bool):
+    """channels-last weights (3-D and 2-D: MC models hold both) and input, as the training engine does."""
     if channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        from c3d_distill.train.engine import to_channels_last
+
+        model = to_channels_last(model)
         x = x.contiguous(memory_format=torch.channels_last_3d)
     return model, x
 
@@ -132,47 +133,45 @@ def bench_inference(args, device, clock, rows, errors):
 
 
 def bench_train_steps(args, device, clock, rows, errors):
+    """The real optimiser step of the training engine (``train.engine.train_step``): teacher under
+    no_grad for distillation, student forward, loss, backward, SGD step; bf16 autocast and channels-last
+    on CUDA, as ``c3d-distill train/distill --amp`` run them."""
+    from c3d_distill.train.engine import Objective, StudentNet, to_channels_last, train_step
+
     shape = (args.train_batch, 3, args.frames, args.size, args.size)
+    amp = device.type == "cuda"
     x = torch.randn(shape, device=device)
+    if amp:
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     y = torch.randint(0, args.classes, (args.train_batch,), device=device)
-    cases = [("c3d", None), ("mc4", "feature"), ("sp", "feature"), ("mc4", "kd")]
+    cases = [("c3d", "ce"), ("mc4", "feature"), ("sp", "feature"), ("mc4", "kd")]
     for student_name, mode in cases:
-        label = "train c3d (CE)" if mode is None else f"distill {student_name} ({mode})"
+        label = "train c3d (ce)" if mode == "ce" else f"distill {student_name} ({mode})"
         if clock.left() < 20:
             rows.append({"section": "train_step", "case": label, "skipped": "time budget"})
             continue
         try:
             kw = dict(width=args.width, frames=args.frames, size=args.size)
             student = create_model(student_name, args.classes, **kw).to(device).train()
-            opt = torch.optim.SGD(student.parameters(), lr=1e-3, momentum=0.9)
             teacher = None
-            if mode is not None:
-                teacher = create_model("c3d", args.classes, **kw).to(device).eval().requires_grad_(False)
+            if mode != "ce":
+                teacher = create_model("c3d", args.classes, **kw).to(device)
+            if amp:
+                to_channels_last(student)
+                if teacher is not None:
+                    to_channels_last(teacher)
+            objective = Objective(mode, teacher=teacher, amp=amp)
+            net = StudentNet(student, logits_grad=mode != "feature")
+            opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
-            def step(student=student, teacher=teacher, opt=opt, mode=mode):
-                with autocast(device):
-                    if teacher is None:
-                        loss = F.cross_entropy(student(x), y)
-                    elif mode == "feature":
-                        with torch.no_grad():
-                            t_feat = teacher.features(x)
-                        loss = F.mse_loss(student.features(x).float(), t_feat.float())
-                    else:
-                        with torch.no_grad():
-                            t_logits = teacher(x)
-                        s_logits = student(x)
-                        kd = F.kl_div(F.log_softmax(s_logits.float() / 4, 1), F.log_softmax(t_logits.float() / 4, 1),
-                                      reduction="batchmean", log_target=True) * 16
-                        loss = 0.9 * kd + 0.1 * F.cross_entropy(s_logits.float(), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+            def step(net=net, objective=objective, opt=opt):
+                train_step(net, objective, opt, x, y, device=device, amp=amp)
 
             s = timed(step, device, warmup=args.warmup, iters=args.iters, repeats=args.repeats)
             rows.append({"section": "train_step", "case": label, "batch": args.train_batch,
                          "clips_per_s": args.train_batch / s, "ms_per_step": s * 1e3})
             print(f"train step {label:24s} {args.train_batch / s:9.1f} clips/s", flush=True)
-            del student, teacher, opt
+            del student, teacher, opt, net, objective
         except Exception as exc:
             errors.append({"section": "train_step", "case": label, "error": repr(exc),
                            "trace": traceback.format_exc()[-2000:]})
