@@ -226,27 +226,33 @@ def bench_read_clips(args, clock, rows, errors):
 
 
 def run_distill(args, device, clock, rows, errors, out_dir: Path):
-    """A short full-size distillation through the real command line (c3d-distill distill)."""
+    """A short full-size distillation through the real command line (``c3d-distill distill``): a randomly
+    initialised c3d teacher saved as a run checkpoint, mc4 initialised by transfer, feature loss, fed by
+    ClipLoader over the carried synthetic set."""
     if clock.left() < 60:
         rows.append({"section": "distill_run", "skipped": "time budget"})
         return
     try:
         from c3d_distill.cli import main as cli_main
-        from c3d_distill.train.checkpoint import save_checkpoint  # noqa: F401  (the run's own format)
+        from c3d_distill.datasets import load
+        from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
+
+        classes = len(load(f"synth:{args.synth_dir}", "train").classes)
 
         run_dir = out_dir / "distill_mc4"
         teacher_ckpt = out_dir / "random_teacher.pt"
-        kw = dict(width=args.width, frames=args.frames, size=args.size)
+        meta = dict(name="c3d", num_classes=classes, width=args.width, frames=args.frames,
+                    size=args.size, dropout=0.5)
         torch.manual_seed(0)
-        teacher = create_model("c3d", args.classes, **kw)
-        torch.save({"model": teacher.state_dict(), "config": {"model": "c3d", "num_classes": args.classes, **kw}},
-                   teacher_ckpt)
+        teacher = create_model("c3d", classes, width=args.width, frames=args.frames, size=args.size)
+        save_checkpoint({"format": FORMAT, "model_meta": meta, "model": teacher.state_dict()}, teacher_ckpt)
         argv = ["distill", "--teacher", str(teacher_ckpt), "--student", "mc4", "--init", "transfer",
                 "--loss", "feature", "--data", f"synth:{args.synth_dir}", "--out", str(run_dir),
                 "--epochs", str(args.distill_epochs), "--batch-size", str(args.train_batch),
-                "--device", device.type, "--width", str(args.width)]
+                "--clips-per-video", str(args.distill_clips_per_video), "--device", device.type,
+                "--no-progress"]
         if device.type == "cuda":
-            argv.append("--amp")
+            argv += ["--amp", "--threads", str(min(16, os.cpu_count() or 1))]
         t = time.perf_counter()
         rc = cli_main(argv)
         wall = time.perf_counter() - t
@@ -256,7 +262,7 @@ def run_distill(args, device, clock, rows, errors, out_dir: Path):
             metrics = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
         rows.append({"section": "distill_run", "rc": rc, "wall_s": wall, "argv": argv, "metrics": metrics})
         print(f"distill run rc={rc} in {wall:.0f} s; {len(metrics)} metric rows", flush=True)
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit from argparse included: record it, keep the other figures
         errors.append({"section": "distill_run", "error": repr(exc), "trace": traceback.format_exc()[-3000:]})
         print(f"distill run FAILED: {exc!r}", flush=True)
 
@@ -285,6 +291,25 @@ def table(rows) -> str:
         out += ["| read_clips threads | clips/s | clips/s per thread |", "|---|---|---|"]
         out += [f"| {r['threads']} | {r['clips_per_s']:.0f} | {r['clips_per_s_per_thread']:.1f} |" for r in rc]
         out.append("")
+        if tr:
+            # Cores that keep one GPU fed: the step's appetite over what one decode thread delivers
+            # (per-thread rate at the largest thread count measured: the conservative one).
+            per_thread = rc[-1]["clips_per_s_per_thread"]
+            out += ["| training step | clips/s it consumes | decode cores to keep it fed |", "|---|---|---|"]
+            out += [f"| {r['case']} | {r['clips_per_s']:.0f} | {r['clips_per_s'] / per_thread:.1f} |" for r in tr]
+            out.append("")
+    dr = [r for r in rows if r["section"] == "distill_run" and "metrics" in r]
+    for r in dr:
+        train = [m for m in r["metrics"] if m.get("split") == "train"]
+        final = [m for m in r["metrics"] if m.get("split") in ("final", "test")]
+        line = f"End-to-end `c3d-distill {' '.join(r['argv'][:1])} --student mc4`: rc={r['rc']}, {r['wall_s']:.0f} s"
+        if train:
+            line += (f", {len(train)} epochs, feature loss {train[0].get('feature', float('nan')):.4f} → "
+                     f"{train[-1].get('feature', float('nan')):.4f}, train {train[-1].get('clips_per_s', 0):.0f} clips/s")
+        if final:
+            f = final[-1]
+            line += f"; final feature error vs teacher {f.get('feature_err', float('nan')):.3f}"
+        out += [line, ""]
     return "\n".join(out)
 
 
@@ -302,13 +327,15 @@ def main(argv=None) -> int:
     args.width, args.frames, args.size, args.classes = 1.0, 16, 112, 10
     args.batch, args.train_batch = 32, 32
     args.warmup, args.iters, args.repeats = 3, 10, 3
-    args.threads, args.read_batches, args.distill_epochs = [4, 8, 16], 8, 30
+    args.threads, args.read_batches, args.distill_epochs = [4, 8, 16], 8, 8
+    args.distill_clips_per_video = 8
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if args.smoke:
         device = torch.device("cpu")
         args.width, args.batch, args.train_batch = 1 / 16, 2, 2
         args.warmup, args.iters, args.repeats = 1, 1, 1
         args.threads, args.read_batches, args.distill_epochs = [1, 2], 1, 1
+        args.distill_clips_per_video = 1
         args.no_compile = True
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
