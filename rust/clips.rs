@@ -674,6 +674,7 @@ fn decode_with_retries(
         )? {
             Pass::Done => return Ok(()),
             Pass::Mismatch(msg) => {
+                decode::MISMATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 why = msg;
                 if route.header_only {
                     route.header_only = false;

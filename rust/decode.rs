@@ -13,12 +13,18 @@
 //! - any disagreement with the index ends the pass with `Pass::Mismatch`, and the caller retries
 //!   with the exact index (decoded once) and finally without seeking at all.
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{ClipError, Result};
 use crate::video::{self, VideoIndex};
+
+/// Process-wide counters, for tests and profiling (`_clips.stats()`): frames that came out of
+/// decoders, seeks, and passes that disagreed with the index and were retried.
+pub static FRAMES_DECODED: AtomicU64 = AtomicU64::new(0);
+pub static SEEKS: AtomicU64 = AtomicU64::new(0);
+pub static MISMATCHES: AtomicU64 = AtomicU64::new(0);
 
 /// How a pass over the video ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -65,6 +71,11 @@ struct Session<'a> {
     mode: Mode,
     allow_seek: bool,
     threads: usize,
+    /// Frames whose packets were sent with non-reference frames discarded (see `discard_for`): such
+    /// a frame may never come out, so numbering may jump over it. `None`: nothing is discarded.
+    skippable: Option<Vec<bool>>,
+    /// The decoder's current `skip_frame` is AVDISCARD_NONREF.
+    discarding: bool,
 }
 
 impl<'a> Session<'a> {
@@ -87,6 +98,8 @@ impl<'a> Session<'a> {
             opened,
             dec,
             mode: Mode::Counting { next: 0 },
+            skippable: None,
+            discarding: false,
             allow_seek,
             threads,
         })
@@ -121,6 +134,7 @@ impl<'a> Session<'a> {
             return false;
         }
         self.dec.flush();
+        SEEKS.fetch_add(1, Ordering::Relaxed);
         self.mode = Mode::Seeked {
             key,
             last: None,
@@ -181,6 +195,13 @@ pub fn decode_frames(
         route.seek && index.pts_reliable,
         route.header_only,
     )?;
+    // Non-reference frames that are not wanted need not be decoded at all (nothing refers to them),
+    // which for long GOPs with B-frames saves a large share of the decoding. Only with one decoder
+    // thread (the option then applies packet by packet), a timestamp index to number the frames
+    // that do come out, and on the fast route (the last retry decodes everything and counts).
+    if threads == 1 && route.seek && index.pts_reliable {
+        s.skippable = Some(vec![false; index.num_frames]);
+    }
     let mut next = 0usize; // position in `wanted`
     let mut frame = ffmpeg::frame::Video::empty();
     let mut packet = ffmpeg::Packet::empty();
@@ -211,6 +232,7 @@ pub fn decode_frames(
                     if packet.stream() != s.opened.stream_index {
                         continue;
                     }
+                    discard_for(&mut s, &packet, wanted);
                     match s.dec.send_packet(&packet) {
                         Ok(()) => errors = 0,
                         Err(e) => {
@@ -244,6 +266,7 @@ pub fn decode_frames(
         let mut got_any = false;
         while s.dec.receive_frame(&mut frame).is_ok() {
             got_any = true;
+            FRAMES_DECODED.fetch_add(1, Ordering::Relaxed);
             let step = number(&mut s, &frame, wanted[next]);
             match step {
                 Step::Skip => {}
@@ -299,10 +322,73 @@ pub fn decode_frames(
     }
 }
 
+/// Before sending `packet`: discard it if it is a non-reference frame (the decoder decides that)
+/// of a frame that is not wanted; remember that the frame may then be missing from the output.
+fn discard_for(s: &mut Session, packet: &ffmpeg::Packet, wanted: &[usize]) {
+    let Some(skippable) = s.skippable.as_mut() else {
+        return;
+    };
+    let frame = packet
+        .pts()
+        .and_then(|pts| s.index.frame_pts.binary_search(&pts).ok());
+    let discard = match frame {
+        Some(i) if wanted.binary_search(&i).is_err() && !packet.is_key() => {
+            skippable[i] = true;
+            true
+        }
+        _ => false,
+    };
+    if discard != s.discarding {
+        // SAFETY: the decoder context is open; skip_frame is read when the next packet is decoded
+        // (one thread, so no frame is in flight elsewhere).
+        unsafe {
+            (*s.dec.as_mut_ptr()).skip_frame = if discard {
+                ffmpeg::ffi::AVDiscard::AVDISCARD_NONREF
+            } else {
+                ffmpeg::ffi::AVDiscard::AVDISCARD_DEFAULT
+            };
+        }
+        s.discarding = discard;
+    }
+}
+
+/// Whether every frame in `from..to` may have been discarded (true for an empty range).
+fn all_skippable(skippable: &Option<Vec<bool>>, from: usize, to: usize) -> bool {
+    to <= from
+        || skippable
+            .as_ref()
+            .is_some_and(|v| v[from..to].iter().all(|x| *x))
+}
+
 /// Number a decoded frame according to the session's mode, checking it against the index.
 fn number(s: &mut Session, frame: &ffmpeg::frame::Video, wanted_next: usize) -> Step {
     let index = s.index;
+    let skippable = &s.skippable;
     match &mut s.mode {
+        Mode::Counting { next } if skippable.is_some() => {
+            // Frames may have been discarded: number by timestamp, and allow only those gaps.
+            let i = match frame
+                .timestamp()
+                .map(|ts| index.frame_pts.binary_search(&ts))
+            {
+                Some(Ok(i)) => i,
+                _ => {
+                    return Step::Mismatch(format!(
+                        "frame after {} has timestamp {:?}, not in the index",
+                        *next,
+                        frame.timestamp()
+                    ))
+                }
+            };
+            if i < *next || !all_skippable(skippable, *next, i) {
+                return Step::Mismatch(format!(
+                    "decoding from the start, frame {} was followed by frame {i}",
+                    *next
+                ));
+            }
+            *next = i + 1;
+            Step::Frame(i)
+        }
         Mode::Counting { next } => {
             let i = *next;
             *next += 1;
@@ -343,7 +429,7 @@ fn number(s: &mut Session, frame: &ffmpeg::frame::Video, wanted_next: usize) -> 
                     }
                 }
                 Some(l) => {
-                    if i != l + 1 {
+                    if i <= l || !all_skippable(skippable, l + 1, i) {
                         return Step::Mismatch(format!(
                             "after a seek frame {} was followed by frame {i}",
                             l

@@ -254,6 +254,18 @@ fn read_clips<'py>(
     Ok((array, batch.ok, failed))
 }
 
+/// Process-wide counters: frames decoded, seeks, and passes retried after disagreeing with the
+/// index (`mismatches`; each retry is slower, never wrong).
+#[pyfunction]
+fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    use crate::decode::{FRAMES_DECODED, MISMATCHES, SEEKS};
+    let d = PyDict::new(py);
+    d.set_item("frames_decoded", FRAMES_DECODED.load(Ordering::Relaxed))?;
+    d.set_item("seeks", SEEKS.load(Ordering::Relaxed))?;
+    d.set_item("mismatches", MISMATCHES.load(Ordering::Relaxed))?;
+    Ok(d)
+}
+
 /// Threads `read_clips` uses by default: the cores this process may run on.
 #[pyfunction]
 fn default_threads() -> usize {
@@ -270,6 +282,7 @@ fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

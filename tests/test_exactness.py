@@ -11,6 +11,7 @@ import subprocess
 import numpy as np
 import pytest
 import videogen
+from c3d_distill import _clips
 from c3d_distill.data import VideoReader, probe, read_clips
 
 SMALL = (160, 120)  # (width, height): fast to encode on two shared cores
@@ -94,8 +95,9 @@ def test_probe_frame_count_matches_ffmpeg(videos, name):
     assert (info["height"], info["width"]) == ref.shape[1:3]
 
 
+@pytest.mark.parametrize("threads", [1, 2])  # one decoder thread also discards unneeded non-reference frames
 @pytest.mark.parametrize("name", list(CASES))
-def test_random_indices_are_frame_exact(videos, name):
+def test_random_indices_are_frame_exact(videos, name, threads):
     path, ref = videos[name]
     reader = VideoReader(path)
     n = len(ref)
@@ -107,9 +109,15 @@ def test_random_indices_are_frame_exact(videos, name):
         sorted(rng.choice(n, 6, replace=False).tolist()),  # sparse, forward: exercises the seeks
         [n - 1],                                          # the very last frame (needs a flush at EOF)
     ]
+    before = _clips.stats()
     for indices in sets:
-        got = reader.get_frames(indices)
+        got = reader.get_frames(indices, threads=threads)
         assert_frames_match(got, ref, indices, f"{name} {indices}")
+    after = _clips.stats()
+    # The fast route agreed with what decodes: no pass had to be retried.
+    assert after["mismatches"] == before["mismatches"], name
+    if name != "mpeg4_bframes_avi":  # AVI gives B-frames no timestamps: decoded from the start, by count
+        assert after["seeks"] > before["seeks"], f"{name}: the sparse index sets should have seeked"
 
 
 @pytest.mark.parametrize("size", [(50, 67), (64, 86)])  # odd and even widths take different routes

@@ -56,3 +56,7 @@ def cache_len() -> int:
 
 def default_threads() -> int:
     """Threads ``read_clips`` uses by default: the cores this process may run on."""
+
+def stats() -> dict[str, int]:
+    """Process-wide counters: ``frames_decoded``, ``seeks``, and ``mismatches`` (passes that disagreed
+    with the index and were retried more carefully: slower, never wrong)."""
