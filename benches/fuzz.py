@@ -570,16 +570,16 @@ class Worker:
                                      stderr=self.stderr, text=True, bufsize=1,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
         line = self._readline(120.0)
-        if line is None:
+        if not line:
             raise RuntimeError(f"fuzz worker did not start; see {self.stderr_path}")
         self.info = json.loads(line)
 
     def _readline(self, timeout: float) -> str | None:
+        """A line from the child; None when none came in ``timeout`` seconds."""
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
         if not ready:
             return None
-        line = self.proc.stdout.readline()
-        return line or None
+        return self.proc.stdout.readline()  # "" at end of file: the child has gone
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -620,9 +620,14 @@ class Worker:
         except BrokenPipeError:
             pass
         line = self._readline(timeout)
-        if line is not None:
+        if line:
             return json.loads(line)
         seconds = time.perf_counter() - t0
+        if line == "":  # its end of the pipe closed: it is exiting; wait for its status
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.poll() is None:  # still running: a hang
             self.stop()
             return {"outcome": "timeout", "detail": f"no answer in {timeout:.0f} s", "seconds": seconds,
