@@ -86,14 +86,26 @@ pub struct Batch {
     pub failed: Vec<(usize, ClipError)>,
 }
 
-/// A rayon pool per thread count, built once: building one per call would cost more than a small batch.
+/// A rayon pool per thread count, built once: building one per call would cost more than a small
+/// batch. The pools belong to the process that built them: a child made by `fork` (a DataLoader
+/// worker, say) inherits the map but not the threads, so it must build its own, or it would wait
+/// forever on threads that do not exist.
 fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+    type Pools = (u32, HashMap<usize, Arc<rayon::ThreadPool>>);
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    if let Some(p) = pools.get(&threads) {
+    let pid = std::process::id();
+    if pools.0 != pid {
+        // Forget, not drop, the parent's pools: dropping would signal threads that are not here.
+        for (_, p) in pools.1.drain() {
+            std::mem::forget(p);
+        }
+        pools.0 = pid;
+    }
+    if let Some(p) = pools.1.get(&threads) {
         return Ok(p.clone());
     }
     let p = rayon::ThreadPoolBuilder::new()
@@ -104,7 +116,7 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
             ClipError::invalid("threads", format!("cannot start {threads} threads: {e}"))
         })?;
     let p = Arc::new(p);
-    pools.insert(threads, p.clone());
+    pools.1.insert(threads, p.clone());
     Ok(p)
 }
 

@@ -237,3 +237,23 @@ def test_reader_and_read_clips_agree(mpeg4_avi):
     a = VideoReader(mpeg4_avi).get_frames(idx)
     b = read_clips([(mpeg4_avi, idx)], size=None, crop=None, layout="NTHWC")[0]
     np.testing.assert_array_equal(a, b)
+
+
+def _read_in_child(args):
+    clips, kwargs = args
+    return read_clips(clips, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_worker_processes_read_the_same(clips, method):
+    # The parent has used its thread pool already; a forked child inherits no threads and must
+    # build its own (a stale pool would hang it).
+    import multiprocessing as mp
+
+    kwargs = dict(threads=2, dtype="float32")
+    expect = read_clips(clips, **kwargs)
+    ctx = mp.get_context(method)
+    with ctx.Pool(2) as pool:
+        results = pool.map_async(_read_in_child, [(clips, kwargs)] * 2).get(timeout=120)
+    for r in results:
+        np.testing.assert_array_equal(r, expect)
