@@ -280,6 +280,9 @@ def test_dataloader_workers(videos, method):
     loader = ClipLoader(items_of(videos) * 2, **kw)
     loader.set_epoch(2)
     want = _reference(loader)  # also starts the Rust thread pool in this process before the fork
+    # and the 1-thread pool that the workers use (threads=None means 1 in a worker): a pool inherited
+    # through fork has no threads behind it, so the workers must not reuse it
+    read_clips([(str(videos[0]), [0, 1])], threads=1, size=None, crop=None)
     assert len(want) == 6
     dl = loader.dataloader(num_workers=2, multiprocessing_context=method, timeout=120)
     assert len(dl) == 6
