@@ -375,10 +375,9 @@ def test_read_clips_in_forked_dataloader_workers_matches_a_serial_read(tiny):
     assert out == {"equal": True, "n": n}
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #0")
 def test_forked_workers_may_use_the_thread_count_the_parent_used(tiny):
     """The parent has read with 1 thread (as ClipLoader(threads=1) does, or any read on a 1-core machine):
-    forked workers reading with 1 thread must not hang."""
+    forked workers reading with 1 thread must not hang (docs/robustness_findings.md #0, fixed in afc388e)."""
     out, n = _fork_run(tiny, parent_threads=1)
     assert out == {"equal": True, "n": n}
 
