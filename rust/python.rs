@@ -22,7 +22,7 @@ use crate::transform::{Layout, Resize};
 use crate::video::VideoIndex;
 
 create_exception!(
-    _clips,
+    c3d_distill._clips,
     VideoDecodeError,
     PyRuntimeError,
     "A video file exists but cannot be decoded; the message names the file and the cause."

@@ -79,3 +79,13 @@ def test_broken_files_raise_video_decode_error(broken, kind):
 def test_directory_is_not_a_video(tmp_path):
     with pytest.raises(VideoDecodeError, match="directory"):
         probe(tmp_path)
+
+
+def test_video_decode_error_pickles():
+    # DataLoader workers send exceptions to the parent by pickling them.
+    import pickle
+
+    err = VideoDecodeError("clip.avi: bad header")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is VideoDecodeError and str(back) == "clip.avi: bad header"
+    assert VideoDecodeError.__module__ == "c3d_distill._clips"

@@ -54,15 +54,17 @@ def ffprobe_count(path: str | os.PathLike) -> dict:
 
 
 def ffmpeg_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
-    """All frames as ``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them: (N, H, W, 3) uint8.
-    ``size`` = (height, width) scales with FFmpeg's default (bicubic) scaler."""
+    """All frames as ``ffmpeg -i f -fps_mode passthrough -f rawvideo -pix_fmt rgb24 -`` numbers them:
+    (N, H, W, 3) uint8. Passthrough: every decoded frame once, none duplicated or dropped to make a
+    constant rate (which would renumber variable-frame-rate video). ``size`` = (height, width) scales
+    with FFmpeg's default (bicubic) scaler."""
     info = ffprobe_count(path)
     w, h = int(info["width"]), int(info["height"])
     cmd = [FFMPEG, "-v", "error", "-i", str(path)]
     if size is not None:
         h, w = size
         cmd += ["-vf", f"scale={w}:{h}"]
-    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     raw = subprocess.run(cmd, check=True, capture_output=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
 
