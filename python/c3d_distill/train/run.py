@@ -537,7 +537,7 @@ def _state(model, meta, optimizer, step, epoch, cfg, rows) -> dict[str, Any]:
 def _print_epoch(name: str, epoch: int, epochs: int, tr: dict, te: dict) -> None:
     def f(d: dict, k: str) -> str:
         v = d.get(k)
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
     from tqdm.auto import tqdm
 
