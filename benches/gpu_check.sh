@@ -24,15 +24,15 @@ prepare() {
   mkdir -p "$BUNDLE/libs"
   ldd "$so" | awk '{print $3}' | grep -v -E '^$|/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' \
     | xargs -I{} cp -L {} "$BUNDLE/libs/"
-  tar -C "$BUNDLE" -cJf "$BUNDLE/libs.tar.xz" libs && rm -rf "$BUNDLE/libs"
+  XZ_OPT=-9e tar -C "$BUNDLE" -cJf "$BUNDLE/libs.tar.xz" libs  # -9e: the carry limit is 64 MiB && rm -rf "$BUNDLE/libs"
   # The "ucf" workload: 320x240 25 fps MPEG-4 AVI, keyframe every 12 frames.
   mkdir -p "$BUNDLE/ucf"
-  for i in $(seq 0 15); do
-    ffmpeg -v error -y -f lavfi -i "testsrc2=size=320x240:rate=25,hue=h=$((i * 20))" -t 6 \
+  for i in $(seq 0 11); do
+    ffmpeg -v error -y -f lavfi -i "testsrc2=size=320x240:rate=25,hue=h=$((i * 20))" -t 5 \
       -c:v mpeg4 -q:v 5 -g 12 "$BUNDLE/ucf/v$i.avi"
   done
   # A small synthetic action set (the demo's data, fewer videos) for the end-to-end distillation.
-  "$venv/c3d-distill" data synth "$BUNDLE/synth" --classes 10 --videos-per-class 16 --seed 0
+  "$venv/c3d-distill" data synth "$BUNDLE/synth" --classes 10 --videos-per-class 8 --duration 2 2.5 --seed 0 --quiet
   du -sh "$BUNDLE"
 }
 
