@@ -24,7 +24,8 @@ prepare() {
   mkdir -p "$BUNDLE/libs"
   ldd "$so" | awk '{print $3}' | grep -v -E '^$|/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' \
     | xargs -I{} cp -L {} "$BUNDLE/libs/"
-  XZ_OPT=-9e tar -C "$BUNDLE" -cJf "$BUNDLE/libs.tar.xz" libs  # -9e: the carry limit is 64 MiB && rm -rf "$BUNDLE/libs"
+  # -9e: everything carried to the GPU machine must fit in 64 MiB.
+  XZ_OPT=-9e tar -C "$BUNDLE" -cJf "$BUNDLE/libs.tar.xz" libs && rm -rf "$BUNDLE/libs"
   # The "ucf" workload: 320x240 25 fps MPEG-4 AVI, keyframe every 12 frames.
   mkdir -p "$BUNDLE/ucf"
   for i in $(seq 0 11); do
