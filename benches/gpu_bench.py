@@ -334,7 +334,9 @@ def main(argv=None) -> int:
     p.add_argument("--synth-dir", default="gpu_bundle/synth")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--sections", default="inference,train,read,distill")
+    p.add_argument("--distill-epochs", type=int, help="epochs of the end-to-end distillation (default 8)")
     args = p.parse_args(argv)
+    requested_epochs = args.distill_epochs
 
     args.width, args.frames, args.size, args.classes = 1.0, 16, 112, 10
     args.batch, args.train_batch = 32, 32
@@ -351,6 +353,8 @@ def main(argv=None) -> int:
         args.distill_clips_per_video = 1
         args.read_batch = 4
         args.no_compile = True
+    if requested_epochs is not None:
+        args.distill_epochs = requested_epochs
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
