@@ -14,8 +14,10 @@ use rayon::prelude::*;
 
 use crate::cache;
 use crate::decode::{self, Pass};
-use crate::error::{ClipError, Result};
-use crate::transform::{self, Geometry, Layout, Lut, Resize, RgbImage, Scaler};
+use crate::error::{try_zeroed, ClipError, Result, Zeroed};
+use crate::transform::{
+    self, check_target, Geometry, Layout, Lut, Resize, RgbImage, Scaler, MAX_SIDE,
+};
 use crate::video::VideoIndex;
 
 /// One clip: a video and the frames to take from it, in clip order (repeats allowed).
@@ -86,13 +88,35 @@ pub struct Batch {
     pub failed: Vec<(usize, ClipError)>,
 }
 
-/// A rayon pool per thread count, built once: building one per call would cost more than a small
-/// batch. The pools belong to the process that built them: a child made by `fork` (a DataLoader
-/// worker, say) inherits the map but not the threads, so it must build its own, or it would wait
-/// forever on threads that do not exist.
+/// The most `threads` a call may ask for. Each is an OS thread (rayon worker) or an FFmpeg decoder
+/// thread; far beyond the cores they only add switching and memory (512 made a 16-frame read 10x slower
+/// and 0.9 GB larger, 10,000 stalled the machine: docs/robustness_findings.md #3).
+pub const MAX_THREADS: usize = 256;
+
+/// FFmpeg decoder threads per video at most: FFmpeg's own automatic choice stops at 16 too, and a
+/// video's frame threads each hold reference frames.
+pub const MAX_DECODER_THREADS: usize = 16;
+
+/// Pools kept alive at once (most recently used first). A process usually reads with one or two
+/// thread counts (a DataLoader worker's 1, the main process's default); any other count builds a
+/// pool that is dropped, with its threads, once it falls out of this list.
+const POOL_CACHE: usize = 2;
+
+/// Rayon workers for `threads`: videos decoded at once. Beyond 4x the cores more workers only
+/// switch; the remainder of `threads` still goes to FFmpeg's decoder threads.
+fn pool_size(threads: usize) -> usize {
+    threads.min(4 * default_threads()).max(1)
+}
+
+/// A rayon pool of `pool_size(threads)` workers, kept for reuse: building one per call would cost
+/// more than a small batch. At most `POOL_CACHE` pools live at once (least recently used dropped).
+/// The pools belong to the process that built them: a child made by `fork` (a DataLoader worker,
+/// say) inherits the list but not the threads, so it must build its own, or it would wait forever on
+/// threads that do not exist.
 fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    type Pools = (u32, HashMap<usize, Arc<rayon::ThreadPool>>);
+    type Pools = (u32, Vec<(usize, Arc<rayon::ThreadPool>)>);
     static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
+    let size = pool_size(threads);
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
@@ -100,23 +124,27 @@ fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     let pid = std::process::id();
     if pools.0 != pid {
         // Forget, not drop, the parent's pools: dropping would signal threads that are not here.
-        for (_, p) in pools.1.drain() {
+        for (_, p) in pools.1.drain(..) {
             std::mem::forget(p);
         }
         pools.0 = pid;
     }
-    if let Some(p) = pools.1.get(&threads) {
-        return Ok(p.clone());
+    if let Some(i) = pools.1.iter().position(|(n, _)| *n == size) {
+        let entry = pools.1.remove(i);
+        let p = entry.1.clone();
+        pools.1.insert(0, entry);
+        return Ok(p);
     }
     let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(size)
         .thread_name(|i| format!("c3d-clips-{i}"))
         .build()
-        .map_err(|e| {
-            ClipError::invalid("threads", format!("cannot start {threads} threads: {e}"))
-        })?;
+        .map_err(|e| ClipError::invalid("threads", format!("cannot start {size} threads: {e}")))?;
     let p = Arc::new(p);
-    pools.1.insert(threads, p.clone());
+    pools.1.insert(0, (size, p.clone()));
+    // Dropping the last Arc of an evicted pool ends its threads once they are idle (a call still
+    // running on it holds its own Arc).
+    pools.1.truncate(POOL_CACHE);
     Ok(p)
 }
 
@@ -316,6 +344,14 @@ pub fn read_clips(
             }
         };
         let (sh, sw) = spec.resize.target(idx.width, idx.height);
+        // A short side can scale a narrow video's long side beyond what FFmpeg can scale to.
+        if let Err(e) = check_target(sh, sw, "size") {
+            let msg = format!("{e} (clips of {})", g.path.display());
+            for &pos in &g.clips {
+                failed.push((pos, ClipError::invalid("size", msg.clone())));
+            }
+            continue;
+        }
         let (sh, sw) = (sh as usize, sw as usize);
         let mut members = Vec::new();
         for &pos in &g.clips {
@@ -349,11 +385,27 @@ pub fn read_clips(
     }
 
     let n_jobs = jobs.len().max(1);
-    let decoder_threads = if n_jobs >= threads {
-        1
-    } else {
-        threads / n_jobs
+    let decoder_threads = (threads / n_jobs).clamp(1, MAX_DECODER_THREADS);
+    // The batch's size, checked before anything is allocated: a mistaken batch size or `size` must
+    // come back as MemoryError naming the shape, not abort the process.
+    let mut shape = vec![clips.len()];
+    shape.extend(spec.layout.clip_shape(t_len, oh, ow));
+    let elem = match spec.dtype {
+        DType::U8 => 1u128,
+        DType::F32 => 4,
     };
+    let bytes = shape.iter().map(|&d| d as u128).product::<u128>() * elem;
+    let dtype_name = match spec.dtype {
+        DType::U8 => "uint8",
+        DType::F32 => "float32",
+    };
+    let batch_what = || format!("read_clips: a {dtype_name} batch of shape {shape:?}");
+    if bytes > isize::MAX as u128 {
+        return Err(ClipError::OutOfMemory {
+            what: batch_what(),
+            bytes,
+        });
+    }
     let per_clip = 3 * t_len * oh * ow;
     let ctx = Ctx {
         spec,
@@ -365,12 +417,12 @@ pub fn read_clips(
     let (data, group_failures) = match spec.dtype {
         DType::U8 => {
             let lut = transform::identity_lut();
-            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut);
+            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut, batch_what)?;
             (Data::U8(buf), f)
         }
         DType::F32 => {
             let lut = transform::float_lut(spec.mean, spec.std);
-            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut);
+            let (buf, f) = run_groups(&pool, clips.len(), &jobs, &ctx, &lut, batch_what)?;
             (Data::F32(buf), f)
         }
     };
@@ -403,8 +455,7 @@ pub fn read_clips(
         Data::U8(v) => Data::U8(compact(v, &ok, per_clip)),
         Data::F32(v) => Data::F32(compact(v, &ok, per_clip)),
     };
-    let mut shape = vec![ok.len()];
-    shape.extend(spec.layout.clip_shape(t_len, oh, ow));
+    shape[0] = ok.len();
     Ok(Batch {
         data,
         shape,
@@ -440,6 +491,12 @@ fn validate_spec(clips: &[ClipRequest], spec: &Spec, threads: usize) -> Result<(
     if threads == 0 {
         return Err(ClipError::invalid("threads", "must be at least 1"));
     }
+    if threads > MAX_THREADS {
+        return Err(ClipError::invalid(
+            "threads",
+            format!("{threads} is more than {MAX_THREADS}"),
+        ));
+    }
     match spec.resize {
         Resize::Fixed(h, w) if h == 0 || w == 0 => {
             return Err(ClipError::invalid(
@@ -447,7 +504,14 @@ fn validate_spec(clips: &[ClipRequest], spec: &Spec, threads: usize) -> Result<(
                 format!("({h}, {w}) has a zero side"),
             ))
         }
+        Resize::Fixed(h, w) => check_target(h, w, "size")?,
         Resize::ShortSide(0) => return Err(ClipError::invalid("size", "short side 0")),
+        Resize::ShortSide(s) if s > MAX_SIDE => {
+            return Err(ClipError::invalid(
+                "size",
+                format!("short side {s}: a frame side may be at most {MAX_SIDE}"),
+            ))
+        }
         _ => {}
     }
     if let Some((h, w)) = spec.crop {
@@ -455,6 +519,12 @@ fn validate_spec(clips: &[ClipRequest], spec: &Spec, threads: usize) -> Result<(
             return Err(ClipError::invalid(
                 "crop",
                 format!("({h}, {w}) has a zero side"),
+            ));
+        }
+        if h > MAX_SIDE || w > MAX_SIDE {
+            return Err(ClipError::invalid(
+                "crop",
+                format!("({h}, {w}): a frame side may be at most {MAX_SIDE}"),
             ));
         }
     }
@@ -483,6 +553,10 @@ fn clone_err(e: &ClipError) -> ClipError {
         ClipError::InvalidArgument { arg, msg } => ClipError::InvalidArgument {
             arg: arg.clone(),
             msg: msg.clone(),
+        },
+        ClipError::OutOfMemory { what, bytes } => ClipError::OutOfMemory {
+            what: what.clone(),
+            bytes: *bytes,
         },
         ClipError::Interrupted => ClipError::Interrupted,
     }
@@ -545,15 +619,18 @@ fn advise_huge_pages<T>(buf: &mut [T]) {
 }
 
 /// Allocate the batch and fill it, one task per video; returns the buffer and the failed clips.
-fn run_groups<T: Copy + Default + Send + Sync>(
+#[allow(clippy::type_complexity)]
+fn run_groups<T: Zeroed + Send + Sync>(
     pool: &rayon::ThreadPool,
     n_clips: usize,
     jobs: &[GroupJob],
     ctx: &Ctx,
     lut: &Lut<T>,
-) -> (Vec<T>, Vec<(usize, ClipError)>) {
-    // Zero-filled by the allocator (calloc: fresh pages cost nothing until written).
-    let mut buf: Vec<T> = vec![T::default(); n_clips * ctx.per_clip];
+    what: impl FnOnce() -> String,
+) -> Result<(Vec<T>, Vec<(usize, ClipError)>)> {
+    // Zero-filled by the allocator (calloc: fresh pages cost nothing until written); a refusal is
+    // an error, not an abort. The caller has checked that the size fits in isize.
+    let mut buf: Vec<T> = try_zeroed(n_clips * ctx.per_clip, what)?;
     advise_huge_pages(&mut buf);
     let mut slots: Vec<Option<&mut [T]>> = if ctx.per_clip == 0 {
         (0..n_clips).map(|_| None).collect()
@@ -591,7 +668,7 @@ fn run_groups<T: Copy + Default + Send + Sync>(
             })
             .collect()
     });
-    (buf, failures)
+    Ok((buf, failures))
 }
 
 /// Decode one video's frames once and write every clip of the group.
@@ -619,7 +696,7 @@ fn read_group<T: Copy>(
     wanted.dedup();
 
     let (sh, sw) = job.target;
-    let mut img = RgbImage::new(sw, sh);
+    let mut img = RgbImage::try_new(sw, sh)?;
     let mut scaler = Scaler::acquire(sw as u32, sh as u32);
     let path = job.path.as_path();
     let mut on_frame = |i: usize, frame: &ffmpeg_next::frame::Video| -> Result<()> {
@@ -717,6 +794,101 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(Rng::for_clip(1, 0).next(), Rng::for_clip(2, 0).next());
         assert_ne!(a[0], a[1]);
+    }
+
+    #[test]
+    fn allocation_failures_are_errors_not_aborts() {
+        // Beyond isize: Layout::array refuses; near the address space: the allocator refuses.
+        for n in [usize::MAX / 2, 1 << 60] {
+            // black_box: else LLVM may elide an allocation that is never used, and call it a success.
+            let r = std::hint::black_box(try_zeroed::<f32>(n, || "test buffer".into()));
+            assert!(
+                matches!(&r, Err(ClipError::OutOfMemory { bytes, .. }) if *bytes == n as u128 * 4),
+                "{n}"
+            );
+        }
+        assert_eq!(try_zeroed::<u8>(5, String::new).unwrap(), vec![0u8; 5]);
+        assert!(matches!(
+            std::hint::black_box(RgbImage::try_new(1 << 40, 1 << 40)),
+            Err(ClipError::OutOfMemory { .. })
+        ));
+    }
+
+    #[test]
+    fn sizes_and_threads_beyond_the_limits_name_the_argument() {
+        let clips = vec![ClipRequest {
+            path: PathBuf::from("/nope.avi"),
+            frames: vec![0],
+        }];
+        let cancel = AtomicBool::new(false);
+        let arg_of =
+            |spec: &Spec, threads: usize| match read_clips(&clips, spec, threads, true, &cancel) {
+                Err(ClipError::InvalidArgument { arg, .. }) => arg,
+                other => panic!("{:?}", other.map(|b| b.shape)),
+            };
+        for resize in [
+            Resize::Fixed(MAX_SIDE + 1, 8),
+            Resize::Fixed(16384, 16384), // each side allowed, the area beyond FFmpeg's limit
+            Resize::ShortSide(MAX_SIDE + 1),
+        ] {
+            let spec = Spec {
+                resize,
+                ..Spec::default()
+            };
+            assert_eq!(arg_of(&spec, 1), "size", "{resize:?}");
+        }
+        let spec = Spec {
+            crop: Some((8, MAX_SIDE + 1)),
+            ..Spec::default()
+        };
+        assert_eq!(arg_of(&spec, 1), "crop");
+        assert_eq!(arg_of(&Spec::default(), MAX_THREADS + 1), "threads");
+        assert!(check_target(16000, 16000, "size").is_ok());
+    }
+
+    #[test]
+    fn a_batch_beyond_memory_is_an_error_naming_its_shape() {
+        let path = make_video(
+            "clips_oom.avi",
+            &["-frames:v", "3", "-c:v", "mpeg4", "-s", "64x48"],
+        );
+        let clips = vec![
+            ClipRequest {
+                path,
+                frames: vec![0; 100_000],
+            };
+            200
+        ];
+        let spec = Spec {
+            resize: Resize::Fixed(16000, 16000),
+            crop: None,
+            dtype: DType::F32,
+            ..Spec::default()
+        };
+        let cancel = AtomicBool::new(false);
+        match read_clips(&clips, &spec, 2, false, &cancel) {
+            Err(e @ ClipError::OutOfMemory { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("[200, 3, 100000, 16000, 16000]"), "{msg}");
+                assert!(
+                    msg.contains(&(200u128 * 3 * 100_000 * 16000 * 16000 * 4).to_string()),
+                    "{msg}"
+                );
+            }
+            other => panic!("{:?}", other.map(|b| b.shape)),
+        }
+    }
+
+    #[test]
+    fn pools_are_few_and_bounded() {
+        let a = pool(1).unwrap();
+        for k in 1..=6 {
+            pool(k).unwrap();
+        }
+        assert_eq!(pool_size(10_000), 4 * default_threads());
+        assert_eq!(pool_size(1), 1);
+        // 1 fell out of the cache: a new pool, not the first one.
+        assert!(!Arc::ptr_eq(&a, &pool(1).unwrap()) || 4 * default_threads() <= 1);
     }
 
     #[test]

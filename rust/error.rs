@@ -12,6 +12,10 @@ pub enum ClipError {
     /// A caller passed an argument outside its domain (→ `ValueError`).
     #[error("{arg}: {msg}")]
     InvalidArgument { arg: String, msg: String },
+    /// A buffer the request needs cannot be allocated (→ `MemoryError`); `what` names the buffer and
+    /// its shape. `bytes` is u128 so that a size beyond the address space is still reported exactly.
+    #[error("{what}: cannot allocate {bytes} bytes")]
+    OutOfMemory { what: String, bytes: u128 },
     /// The caller asked to stop (Ctrl-C seen between chunks of work) (→ `KeyboardInterrupt`).
     #[error("interrupted")]
     Interrupted,
@@ -32,5 +36,39 @@ impl ClipError {
         }
     }
 }
+
+/// A zero-filled `Vec<T>` of `n` elements, or `ClipError::OutOfMemory` instead of aborting the
+/// process when the allocator refuses (Rust's `vec![0; n]` calls `handle_alloc_error`, which aborts).
+/// Zeroed by the allocator (calloc): fresh pages cost nothing until written.
+pub fn try_zeroed<T: Zeroed>(n: usize, what: impl FnOnce() -> String) -> Result<Vec<T>> {
+    let oom = |what: String| ClipError::OutOfMemory {
+        what,
+        bytes: n as u128 * std::mem::size_of::<T>() as u128,
+    };
+    if n == 0 || std::mem::size_of::<T>() == 0 {
+        return Ok(Vec::new());
+    }
+    let Ok(layout) = std::alloc::Layout::array::<T>(n) else {
+        return Err(oom(what()));
+    };
+    // SAFETY: the layout has a non-zero size (checked above).
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
+    if ptr.is_null() {
+        return Err(oom(what()));
+    }
+    // SAFETY: allocated by the global allocator with exactly this layout (capacity n); all-zero
+    // bytes are a valid, initialised T (the `Zeroed` contract).
+    Ok(unsafe { Vec::from_raw_parts(ptr, n, n) })
+}
+
+/// Plain element types whose all-zero bytes are a valid value (equal to `T::default()`).
+///
+/// # Safety
+/// Implement only for types where every all-zero bit pattern is a valid, initialised value.
+pub unsafe trait Zeroed: Copy + Default {}
+// SAFETY: zero bytes are 0u8 and 0.0f32.
+unsafe impl Zeroed for u8 {}
+// SAFETY: as above.
+unsafe impl Zeroed for f32 {}
 
 pub type Result<T> = std::result::Result<T, ClipError>;

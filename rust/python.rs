@@ -11,14 +11,16 @@ use numpy::ndarray::{ArrayD, IxDyn};
 use numpy::IntoPyArray;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::cache;
 use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
 use crate::error::ClipError;
-use crate::transform::{Layout, Resize};
+use crate::transform::{Layout, Resize, MAX_SIDE};
 use crate::video::VideoIndex;
 
 create_exception!(
@@ -37,6 +39,7 @@ fn to_py_err(err: ClipError) -> PyErr {
         )),
         ClipError::Decode { .. } => VideoDecodeError::new_err(err.to_string()),
         ClipError::InvalidArgument { .. } => PyValueError::new_err(err.to_string()),
+        ClipError::OutOfMemory { .. } => PyMemoryError::new_err(err.to_string()),
         ClipError::Interrupted => PyKeyboardInterrupt::new_err("interrupted while reading clips"),
     }
 }
@@ -117,9 +120,9 @@ const SIGNAL_POLL: Duration = Duration::from_millis(50);
 fn read_clips<'py>(
     py: Python<'py>,
     clips: Vec<(PathBuf, Vec<i64>)>,
-    size: Option<(u32, u32)>,
-    short_side: Option<u32>,
-    crop: Option<(u32, u32)>,
+    size: Option<(u64, u64)>,
+    short_side: Option<u64>,
+    crop: Option<(u64, u64)>,
     random_crop: bool,
     flip: u8,
     seed: u64,
@@ -134,6 +137,25 @@ fn read_clips<'py>(
     Vec<usize>,
     Vec<(usize, String, String, String)>,
 )> {
+    // Taken as u64 so that a side beyond u32 is a ValueError naming the argument, not an
+    // OverflowError from the conversion (data/reader.py checks first; this is the second line).
+    let side = |v: u64, arg: &str| -> PyResult<u32> {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| v <= MAX_SIDE)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "{arg}: {v}: a frame side may be at most {MAX_SIDE}"
+                ))
+            })
+    };
+    let pair = |p: Option<(u64, u64)>, arg: &str| -> PyResult<Option<(u32, u32)>> {
+        p.map(|(h, w)| Ok((side(h, arg)?, side(w, arg)?)))
+            .transpose()
+    };
+    let size = pair(size, "size")?;
+    let crop = pair(crop, "crop")?;
+    let short_side = short_side.map(|s| side(s, "size")).transpose()?;
     let resize = match (size, short_side) {
         (Some((h, w)), None) => Resize::Fixed(h, w),
         (None, Some(s)) => Resize::ShortSide(s),
@@ -172,7 +194,8 @@ fn read_clips<'py>(
         mean: mean.unwrap_or([0.0; 3]),
         std: std.unwrap_or([1.0; 3]),
     };
-    let threads = threads.unwrap_or_else(clips::default_threads);
+    // The default is the cores, within MAX_THREADS even on a machine with more.
+    let threads = threads.unwrap_or_else(|| clips::default_threads().min(clips::MAX_THREADS));
     let requests: Vec<ClipRequest> = clips
         .into_iter()
         .map(|(path, frames)| ClipRequest { path, frames })
@@ -241,6 +264,7 @@ fn read_clips<'py>(
                 ClipError::NotFound { .. } => "FileNotFoundError",
                 ClipError::Decode { .. } => "VideoDecodeError",
                 ClipError::InvalidArgument { .. } => "ValueError",
+                ClipError::OutOfMemory { .. } => "MemoryError",
                 ClipError::Interrupted => "KeyboardInterrupt",
             };
             (

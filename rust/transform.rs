@@ -8,7 +8,7 @@ use std::ptr;
 use ffmpeg::ffi;
 use ffmpeg_next as ffmpeg;
 
-use crate::error::{ClipError, Result};
+use crate::error::{try_zeroed, ClipError, Result};
 
 /// Memory order of one clip in the output (the batch dimension N always comes first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,31 @@ impl Resize {
     }
 }
 
+/// The largest frame side `size` and `crop` accept: FFmpeg's common codec limit (H.264 level 6.2 and
+/// libx264 stop at 16384 too). A larger request is a mistake, and would otherwise reach the allocator.
+pub const MAX_SIDE: u32 = 16384;
+
+/// Check a resize target (`arg` names the argument it came from): each side at most `MAX_SIDE`, and
+/// within FFmpeg's image limit `av_image_check_size` — `8 * (w + 128) * (h + 128) < i32::MAX` — which
+/// swscale enforces on its output (beyond it a resize fails with EINVAL, blamed on the file).
+pub fn check_target(h: u32, w: u32, arg: &str) -> Result<()> {
+    if h > MAX_SIDE || w > MAX_SIDE {
+        return Err(ClipError::invalid(
+            arg,
+            format!("({h}, {w}): a frame side may be at most {MAX_SIDE}"),
+        ));
+    }
+    if 8 * (u64::from(w) + 128) * (u64::from(h) + 128) >= i32::MAX as u64 {
+        return Err(ClipError::invalid(
+            arg,
+            format!(
+                "({h}, {w}): beyond the largest frame FFmpeg can scale to (8 * (w + 128) * (h + 128) must be below 2**31 - 1)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Where one clip's crop window sits in the resized frame, and whether it is mirrored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
@@ -93,19 +118,34 @@ pub struct RgbImage {
 }
 
 impl RgbImage {
+    /// Panics if the buffer cannot be allocated; `try_new` reports that instead.
     pub fn new(width: usize, height: usize) -> Self {
+        Self::try_new(width, height).expect("RgbImage::new")
+    }
+
+    /// An image buffer, or `ClipError::OutOfMemory` (→ `MemoryError`) when it cannot be allocated.
+    pub fn try_new(width: usize, height: usize) -> Result<Self> {
         // Rows 64-byte aligned, plus a spare row: swscale's SIMD paths want aligned rows and may
         // write a little past the last pixel of a row.
-        let stride = (width * 3).div_ceil(64) * 64;
-        let buf = vec![0u8; stride * (height + 1) + 64];
+        let stride = width
+            .checked_mul(3)
+            .map(|b| b.div_ceil(64) * 64)
+            .unwrap_or(usize::MAX);
+        let len = stride
+            .checked_mul(height.saturating_add(1))
+            .and_then(|b| b.checked_add(64))
+            .unwrap_or(usize::MAX);
+        let buf = try_zeroed::<u8>(len, || {
+            format!("a {height}x{width} RGB frame buffer for resizing")
+        })?;
         let offset = buf.as_ptr().align_offset(64);
-        RgbImage {
+        Ok(RgbImage {
             buf,
             offset,
             width,
             height,
             stride,
-        }
+        })
     }
 
     pub fn row(&self, y: usize) -> &[u8] {
@@ -390,11 +430,22 @@ impl Scaler {
                 self.convert = sws(dw, dh, mid_fmt, dw, dh, rgb);
             }
             if !self.resize.is_null() && (self.tables.is_some() || !self.convert.is_null()) {
-                self.mid = Some(ffmpeg::frame::Video::new(
+                let mid = ffmpeg::frame::Video::new(
                     ffmpeg::format::Pixel::from(mid_fmt),
                     self.dst_w,
                     self.dst_h,
-                ));
+                );
+                // av_frame_get_buffer's failure is not reported by `Video::new`: a null plane
+                // means the intermediate frame could not be allocated (swscale would write to null).
+                // SAFETY: `mid` owns a valid AVFrame.
+                if unsafe { (*mid.as_ptr()).data[0].is_null() } {
+                    self.free();
+                    return Err(format!(
+                        "cannot allocate a {}x{} intermediate frame for resizing (out of memory)",
+                        self.dst_h, self.dst_w
+                    ));
+                }
+                self.mid = Some(mid);
                 if !self.convert.is_null() {
                     set_colour(self.convert, f);
                 }

@@ -140,7 +140,6 @@ def test_negative_item_of_a_reader_counts_from_the_end(tiny):
         r[30]
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #2")
 @pytest.mark.parametrize("bad", [[2**63], [2**64 + 3], np.array([2**64 - 1], np.uint64)])
 def test_indices_beyond_int64_name_the_clip(tiny, bad):
     with pytest.raises(ValueError, match=r"clips\[0\]"):
@@ -231,7 +230,6 @@ def huge_results(tiny) -> dict[str, dict]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #1")
 @pytest.mark.parametrize("case", ["batch", "size", "size_then_crop", "get_frames"])
 def test_a_request_too_large_for_memory_raises_instead_of_aborting(huge_results, case):
     """A batch or frame size that cannot be allocated (TBs, beyond RLIMIT_AS) must come back as an exception
@@ -239,7 +237,6 @@ def test_a_request_too_large_for_memory_raises_instead_of_aborting(huge_results,
     assert huge_results[case]["type"] in ("MemoryError", "ValueError"), huge_results[case]
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #2")
 @pytest.mark.parametrize("case, arg", [("size_2_31", "size"), ("size_2_40", "size"), ("crop_2_40", "crop")])
 def test_sizes_beyond_the_integer_range_name_the_argument(huge_results, case, arg):
     out = huge_results[case]
@@ -478,7 +475,6 @@ def test_a_run_of_several_epochs_logs_each_bad_file_once(dataset_5pct, caplog):
 # Threads argument
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #3")
 def test_thread_counts_do_not_accumulate_os_threads(tiny):
     """Calls with different ``threads`` must not leave a pool of threads behind for each count."""
     code = f"""

@@ -22,6 +22,13 @@ __all__ = ["VideoReader", "read_clips"]
 _LAYOUTS = ("NCTHW", "NTCHW", "NTHWC")
 _DTYPES = ("uint8", "float32")
 
+# Limits shared with the Rust side (rust/transform.rs MAX_SIDE, rust/clips.rs MAX_THREADS), checked
+# here first so that a mistaken number is a ValueError naming its argument before anything is decoded
+# or allocated (docs/robustness_findings.md #1-#3).
+MAX_SIDE = 16384  # FFmpeg's common codec limit; libx264 and H.264 level 6.2 stop there too
+MAX_THREADS = 256  # far beyond the cores more threads only add switching and memory
+_INT64 = 1 << 63
+
 
 def _positive_int(value: Any, arg: str) -> int:
     if isinstance(value, bool):
@@ -35,32 +42,55 @@ def _positive_int(value: Any, arg: str) -> int:
     return v
 
 
+def _side(value: Any, arg: str) -> int:
+    v = _positive_int(value, arg)
+    if v > MAX_SIDE:
+        raise ValueError(f"{arg}: {v}: a frame side may be at most {MAX_SIDE}")
+    return v
+
+
 def _hw(value: Any, arg: str) -> tuple[int, int]:
-    """(h, w) from an int (square) or a pair."""
+    """(h, w) from an int (square) or a pair, each side in 1..MAX_SIDE."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
             raise ValueError(f"{arg}: expected (height, width), got {value!r}")
-        return _positive_int(value[0], arg), _positive_int(value[1], arg)
-    v = _positive_int(value, arg)
+        return _side(value[0], arg), _side(value[1], arg)
+    v = _side(value, arg)
     return v, v
 
 
+def _scalable(hw: tuple[int, int], arg: str) -> tuple[int, int]:
+    """A resize target within FFmpeg's image limit (av_image_check_size, which swscale applies to its
+    output): beyond it a resize fails inside FFmpeg and would be blamed on the file."""
+    h, w = hw
+    if 8 * (w + 128) * (h + 128) >= 2**31 - 1:
+        raise ValueError(f"{arg}: ({h}, {w}) is beyond the largest frame FFmpeg can scale to "
+                         "(8 * (w + 128) * (h + 128) must be below 2**31 - 1)")
+    return hw
+
+
 def _indices(frames: Any, arg: str) -> list[int]:
-    """Frame indices as Python ints (a list, tuple, range or integer numpy array)."""
+    """Frame indices as Python ints (a list, tuple, range or integer numpy array), each within int64
+    (the Rust side's type; no video has more frames). Out-of-range values are a ValueError naming
+    ``arg`` and the index as given: never wrapped (as ``uint64 -> int64`` would) nor an OverflowError."""
     if isinstance(frames, np.ndarray):
         if frames.ndim != 1 or not (np.issubdtype(frames.dtype, np.integer) or frames.size == 0):
             raise ValueError(f"{arg}: expected a 1-D array of integers, got {frames.dtype} with shape {frames.shape}")
-        return frames.astype(np.int64).tolist()
-    if isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
+        out = [int(f) for f in frames.tolist()]  # Python ints: uint64 values stay as given
+    elif isinstance(frames, (str, bytes)) or not isinstance(frames, Iterable):
         raise ValueError(f"{arg}: expected a sequence of frame indices, got {type(frames).__name__}")
-    out = []
-    for f in frames:
-        if isinstance(f, bool):
-            raise ValueError(f"{arg}: frame indices must be integers, got {f!r}")
-        try:
-            out.append(operator.index(f))
-        except TypeError:
-            raise ValueError(f"{arg}: frame indices must be integers, got {f!r}") from None
+    else:
+        out = []
+        for f in frames:
+            if isinstance(f, bool):
+                raise ValueError(f"{arg}: frame indices must be integers, got {f!r}")
+            try:
+                out.append(operator.index(f))
+            except TypeError:
+                raise ValueError(f"{arg}: frame indices must be integers, got {f!r}") from None
+    for f in out:
+        if not -_INT64 <= f < _INT64:
+            raise ValueError(f"{arg}: frame index {f} out of range (beyond any video's frame count)")
     return out
 
 
@@ -105,14 +135,20 @@ def read_clips(
     Rust; ``torch.from_numpy`` shares it. An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
     folded input of the 2D students, without a copy.
 
-    ``threads`` (default: the cores available) decode videos in parallel; the clips of one video
-    are decoded in a single forward pass. With ``on_error="skip"`` the result is
+    ``size`` and ``crop`` sides are at most ``MAX_SIDE`` (16384), and a fixed ``size`` must be within
+    FFmpeg's image limit (``8 * (w + 128) * (h + 128) < 2**31 - 1``).
+
+    ``threads`` (1 to ``MAX_THREADS`` = 256; default: the cores available) decode videos in parallel;
+    the clips of one video are decoded in a single forward pass. At most 4x the cores videos are
+    decoded at once, and one video gets at most 16 FFmpeg decoder threads (``threads`` divided by the
+    videos in the call). With ``on_error="skip"`` the result is
     ``(array, report)``: the array holds only the clips that succeeded, in order, and
     ``report = {"ok": [positions], "failed": [(position, path, message), ...]}``.
 
     Raises ``FileNotFoundError`` (missing file), ``VideoDecodeError`` (undecodable file, naming it
-    and the cause), ``ValueError`` (a bad argument or a frame index out of range, naming it) and
-    ``KeyboardInterrupt`` promptly on Ctrl-C.
+    and the cause), ``ValueError`` (a bad argument or a frame index out of range, naming it),
+    ``MemoryError`` (the batch, or a frame buffer, cannot be allocated; the message gives its shape
+    and bytes; the process stays alive) and ``KeyboardInterrupt`` promptly on Ctrl-C.
     """
     if isinstance(clips, (str, bytes)) or not isinstance(clips, Iterable):
         raise ValueError(f"clips: expected a list of (path, frame_indices), got {type(clips).__name__}")
@@ -135,9 +171,9 @@ def read_clips(
     fixed_size = short_side = None
     if size is not None:
         if isinstance(size, Sequence) and not isinstance(size, str):
-            fixed_size = _hw(size, "size")
+            fixed_size = _scalable(_hw(size, "size"), "size")
         else:
-            short_side = _positive_int(size, "size")
+            short_side = _side(size, "size")
     crop_hw = None if crop is None else _hw(crop, "crop")
     if crop_mode not in ("center", "random"):
         raise ValueError(f"crop_mode: {crop_mode!r} is not 'center' or 'random'")
@@ -165,6 +201,8 @@ def read_clips(
     if std_v is not None and any(s == 0 for s in std_v):
         raise ValueError(f"std: {std_v} contains 0")
     threads_n = None if threads is None else _positive_int(threads, "threads")
+    if threads_n is not None and threads_n > MAX_THREADS:
+        raise ValueError(f"threads: {threads_n} is more than {MAX_THREADS}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: {on_error!r} is not 'raise' or 'skip'")
 
@@ -217,7 +255,7 @@ class VideoReader:
         if bad:
             raise ValueError(f"indices: {bad[:5]} out of range for {self.path} ({self.num_frames} frames)")
         if size is not None:
-            h, w = _hw(size, "size")
+            h, w = _scalable(_hw(size, "size"), "size")
         else:
             h, w = self.height, self.width
         if not idx:
