@@ -456,19 +456,24 @@ def test_five_percent_corrupt_in_dataloader_workers(dataset_5pct):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
-@pytest.mark.xfail(strict=True, reason="see docs/robustness_findings.md #4")
 def test_a_run_of_several_epochs_logs_each_bad_file_once(dataset_5pct, caplog):
     """Several clips per video over two epochs: a bad file is still one warning, and the report counts
     bad files, not failed clips."""
     items, bad = dataset_5pct
-    loader = ClipLoader(items, clip_len=8, batch_size=8, clips_per_video=2, on_error="skip", size=(32, 40), crop=24)
+    loader = ClipLoader(items, clip_len=8, batch_size=8, clips_per_video=2, on_error="skip", size=(32, 40), crop=24,
+                        return_meta=True)
     caplog.set_level(logging.WARNING, logger="c3d_distill")
     for epoch in range(2):
         loader.set_epoch(epoch)
-        assert sum(x.shape[0] for x, _ in loader) == 2 * 57
+        batches = list(loader)
+        assert sum(x.shape[0] for x, _, _ in batches) == 2 * 57
+        # the per-epoch report still counts every lost clip: 2 per bad file
+        lost = [p for _, _, meta in batches for _, p, _ in meta["skipped"]]
+        assert sorted(lost) == sorted(bad * 2)
     warned = [p for r in caplog.records for p in bad if p in r.getMessage()]
     assert sorted(warned) == sorted(bad), f"{len(warned)} warnings for {len(bad)} bad files"
     assert len(loader.skipped) == len(bad)
+    assert all(s["clips"] == 2 * 2 and s["epoch"] == 0 for s in loader.skipped)  # 2 clips x 2 epochs
 
 
 # ---------------------------------------------------------------------------------------------------

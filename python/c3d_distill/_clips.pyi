@@ -46,6 +46,9 @@ def read_clips(
 
     ``flip``: 0 never, 1 always, 2 random. Returns ``(array, ok_positions, failed)`` with
     ``failed = [(position, path, exception class name, message)]`` (empty unless ``skip``).
+    Raises ``MemoryError`` (naming the shape and bytes) when the batch or a frame buffer cannot be
+    allocated, and ``ValueError`` for a side of ``size``/``crop`` above 16384 (or ``size`` beyond
+    FFmpeg's image limit) or ``threads`` above 256.
     """
 
 def clear_cache() -> None:
@@ -55,7 +58,7 @@ def cache_len() -> int:
     """Number of cached video indexes."""
 
 def default_threads() -> int:
-    """Threads ``read_clips`` uses by default: the cores this process may run on."""
+    """The cores this process may run on (``read_clips`` uses at most 256 of them by default)."""
 
 def stats() -> dict[str, int]:
     """Process-wide counters: ``frames_decoded``, ``seeks``, and ``mismatches`` (passes that disagreed
