@@ -150,6 +150,32 @@ def test_indices_beyond_int64_name_the_clip(tiny, bad):
 
 
 @pytest.mark.parametrize("kwargs, arg", [
+    (dict(size=(20000, 20000), crop=None), "size"), (dict(size=(16384, 16384), crop=None), "size"),
+    (dict(size=16385), "size"), (dict(size=(8, 16385), crop=8), "size"), (dict(crop=(16385, 8)), "crop"),
+    (dict(threads=257), "threads"), (dict(threads=0), "threads"), (dict(threads=2**64), "threads"),
+])
+def test_sizes_and_threads_beyond_the_limits_name_the_argument(tiny, kwargs, arg):
+    """Sides above 16384, a size beyond FFmpeg's image limit, threads outside 1..256: a ValueError naming the
+    argument, before anything is decoded (docs/robustness_findings.md #2, #3)."""
+    with pytest.raises(ValueError, match=f"^{arg}"):
+        read_clips([(tiny["avi"], [0])], **kwargs)
+    if arg == "size" and isinstance(kwargs["size"], tuple):
+        with pytest.raises(ValueError, match="^size"):
+            VideoReader(tiny["avi"]).get_frames([0], size=kwargs["size"])
+
+
+def test_the_native_module_checks_sizes_again(tiny):
+    """A direct call to the Rust side (past reader.py's checks) still names the argument."""
+    from c3d_distill import _clips
+    kw = dict(size=None, short_side=None, crop=None, random_crop=False, flip=0, seed=0, layout="NTHWC",
+              dtype="uint8", mean=None, std=None, threads=1, skip=False)
+    for over, arg in [(dict(size=(2**40, 8)), "size"), (dict(crop=(8, 2**33)), "crop"), (dict(short_side=2**40), "size"),
+                      (dict(size=(16384, 16384)), "size"), (dict(threads=1000), "threads")]:
+        with pytest.raises(ValueError, match=f"^{arg}"):
+            _clips.read_clips([(str(tiny["avi"]), [0])], **{**kw, **over})
+
+
+@pytest.mark.parametrize("kwargs, arg", [
     (dict(crop=0), "crop"), (dict(crop=(0, 4)), "crop"), (dict(crop=(4, 0)), "crop"), (dict(crop=-3), "crop"),
     (dict(size=0), "size"), (dict(size=(0, 4)), "size"), (dict(size=(4, 0)), "size"), (dict(size=-1), "size"),
     (dict(size=None, crop=(49, 64)), "crop"), (dict(size=None, crop=(48, 65)), "crop"),
