@@ -24,7 +24,7 @@ RUST_SRC := Cargo.toml $(wildcard Cargo.lock) $(wildcard rust/*.rs rust/*/*.rs)
 SYS_PKGS := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
             libavfilter-dev libavdevice-dev pkg-config clang libclang-dev
 
-.PHONY: help install system demo test test-fast bench lint clean
+.PHONY: help install system demo test test-fast bench lint readme clean
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
@@ -78,6 +78,12 @@ lint: install
 	cargo fmt --check
 	cargo clippy --all-targets -q -- -D warnings
 	cargo clippy --all-targets --features python -q -- -D warnings
+
+# README.md = docs/README.head.md + docs/sections/*.md in reading order (each part's owner edits its section).
+README_PARTS := docs/README.head.md $(addprefix docs/sections/,reader.md loader.md datasets.md models.md \
+                transfer.md training.md gpu.md robustness.md)
+readme:
+	@for f in $(README_PARTS); do cat $$f; echo; done > README.md
 
 clean:
 	rm -rf target $(STAMPS) $(EXT)

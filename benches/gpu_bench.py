@@ -105,6 +105,10 @@ def bench_inference(args, device, clock, rows, errors, variants):
                 model = create_model(name, width=args.width, frames=args.frames, size=args.size, fast=fast)
                 model = model.to(device).eval()
                 model, x = to_format(model, x0, cl)
+                if compile_:
+                    # Every model shares VideoNet.forward: without a reset, dynamo's per-function
+                    # recompile limit is reached after a few models and the rest silently run eager.
+                    torch._dynamo.reset()
                 fn_model = torch.compile(model) if compile_ else model
                 t_compile = time.perf_counter()
 
