@@ -422,6 +422,22 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
     run_name = out.name
     t_run = time.perf_counter() - (rows[-1]["time_total"] if rows and "time_total" in rows[-1] else 0.0)
     progress = cfg.progress and dinfo.is_main
+
+    def evaluate_on(loader, what: str) -> dict[str, Any]:
+        return evaluate(
+            net,
+            loader,
+            objective,
+            device=device,
+            num_videos=len(test_list),
+            amp=cfg.amp,
+            channels_last=channels_last,
+            teacher_cache=eval_cache,
+            progress=progress,
+            desc=f"{run_name} {what}",
+            **norm,
+        )
+
     done_now = 0
     try:
         for epoch in range(start_epoch, cfg.epochs):
@@ -445,19 +461,7 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
                 color_permute_seed=cfg.seed if cfg.color_permute else None,
                 **norm,
             )
-            te = evaluate(
-                net,
-                test_loader,
-                objective,
-                device=device,
-                num_videos=len(test_list),
-                amp=cfg.amp,
-                channels_last=channels_last,
-                teacher_cache=eval_cache,
-                progress=progress,
-                desc=f"{run_name} test",
-                **norm,
-            )
+            te = evaluate_on(test_loader, "test")
             now = time.perf_counter() - t_run
             base = {"run": run_name, "model": cfg.model, "epoch": epoch + 1}
             log.add({**base, "split": "train", **tr, "time_total": now})
@@ -472,19 +476,7 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
         result: dict[str, Any] = {}
         if finished:
             final_loader = make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips)
-            fin = evaluate(
-                net,
-                final_loader,
-                objective,
-                device=device,
-                num_videos=len(test_list),
-                amp=cfg.amp,
-                channels_last=channels_last,
-                teacher_cache=eval_cache,
-                progress=progress,
-                desc=f"{run_name} final",
-                **norm,
-            )
+            fin = evaluate_on(final_loader, "final")
             train_rows = [r for r in log.rows if r["split"] == "train"]
             result = {
                 "run": run_name,
