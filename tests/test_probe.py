@@ -6,10 +6,9 @@ import json
 import subprocess
 import sys
 
+import c3d_distill
 import pytest
 import videogen
-
-import c3d_distill
 from c3d_distill.data import VideoDecodeError, probe
 
 
