@@ -46,13 +46,13 @@ PRESETS: dict[str, dict[str, Any]] = {
             "color_permute": True,
         },
         "teacher": {
-            "epochs": 24,
+            "epochs": 36,
             "optimizer": "adamw",
             "lr": 1e-3,
             "weight_decay": 1e-4,
             "warmup_epochs": 1.0,
         },
-        "student": {"epochs": 2, "lr": 0.003, "warmup_epochs": 0.5, "loss": "feature"},
+        "student": {"epochs": 4, "lr": 0.003, "warmup_epochs": 0.5, "loss": "feature"},
     },
     "full": {
         "synth": {"classes": 10, "videos_per_class": 40, "seed": 0},
