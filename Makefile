@@ -83,7 +83,7 @@ lint: install
 README_PARTS := docs/README.head.md $(addprefix docs/sections/,reader.md loader.md datasets.md models.md \
                 transfer.md training.md gpu.md robustness.md)
 readme:
-	@for f in $(README_PARTS); do cat $$f; echo; done > README.md
+	@for f in $(README_PARTS); do sed 's|](\.\./img/|](docs/img/|g' $$f; echo; done > README.md
 
 clean:
 	rm -rf target $(STAMPS) $(EXT)
