@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from . import reader
-from .samplers import SHORT_POLICIES, center_clip, random_clip, uniform_clips
+from .samplers import SHORT_POLICIES, _positive_int, center_clip, random_clip, uniform_clips
 
 __all__ = ["ClipLoader"]
 
@@ -55,18 +55,6 @@ def _resolve_distributed(rank, world_size) -> tuple[int, int]:
     if not 0 <= rank < world_size:
         raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
     return rank, world_size
-
-
-def _int_arg(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be an integer, got bool")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}") from None
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    return v
 
 
 class ClipLoader(IterableDataset):
@@ -139,21 +127,21 @@ class ClipLoader(IterableDataset):
                 f"ClipLoader got unexpected keyword argument(s) {unknown}; read_clips options are {READ_KWARGS}"
             )
         self.items = self._check_items(items)
-        self.clip_len = _int_arg(clip_len, "clip_len", 1)
-        self.stride = _int_arg(stride, "stride", 1)
+        self.clip_len = _positive_int(clip_len, "clip_len", minimum=1)
+        self.stride = _positive_int(stride, "stride", minimum=1)
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler = sampler
-        self.clips_per_video = _int_arg(clips_per_video, "clips_per_video", 1)
+        self.clips_per_video = _positive_int(clips_per_video, "clips_per_video", minimum=1)
         if sampler == "center" and self.clips_per_video != 1:
             raise ValueError(f"clips_per_video must be 1 with sampler='center', got {self.clips_per_video}")
-        self.batch_size = _int_arg(batch_size, "batch_size", 1)
+        self.batch_size = _positive_int(batch_size, "batch_size", minimum=1)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
-        self.seed = _int_arg(seed, "seed", 0)
+        self.seed = _positive_int(seed, "seed", minimum=0)
         self.rank, self.world_size = _resolve_distributed(rank, world_size)
-        self.prefetch = _int_arg(prefetch, "prefetch", 0)
-        self.threads = None if threads is None else _int_arg(threads, "threads", 1)
+        self.prefetch = _positive_int(prefetch, "prefetch", minimum=0)
+        self.threads = None if threads is None else _positive_int(threads, "threads", minimum=1)
         if short not in SHORT_POLICIES:
             raise ValueError(f"short must be one of {SHORT_POLICIES}, got {short!r}")
         self.short = short
@@ -170,7 +158,7 @@ class ClipLoader(IterableDataset):
             if len(num_frames) != len(self.items):
                 raise ValueError(f"num_frames has {len(num_frames)} entries for {len(self.items)} items")
             for i, n in enumerate(num_frames):
-                self._num_frames[i] = _int_arg(n, f"num_frames[{i}]", 1)
+                self._num_frames[i] = _positive_int(n, f"num_frames[{i}]", minimum=1)
         if on_error == "raise":
             missing = [p for p, _ in self.items if not os.path.exists(p)]
             if missing:
@@ -206,7 +194,7 @@ class ClipLoader(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Sample with ``epoch`` from the next iteration on (shuffle order, frames, crops)."""
-        self.epoch = _int_arg(epoch, "epoch", 0)
+        self.epoch = _positive_int(epoch, "epoch", minimum=0)
 
     def _videos(self, epoch: int) -> np.ndarray:
         n = len(self.items)
