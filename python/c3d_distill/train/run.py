@@ -90,44 +90,36 @@ def _read_kwargs(cfg: RunConfig, device: torch.device, *, train: bool) -> dict[s
     return kw
 
 
-def make_train_loader(cfg: RunConfig, items, device: torch.device):
+def _loader(cfg: RunConfig, items, device: torch.device, *, train: bool, **kw):
+    """The ClipLoader both phases share; ``kw`` holds what differs (sampler, shuffling, clip count)."""
     from ..data import ClipLoader
 
-    drop_last = len(items) * cfg.clips_per_video >= cfg.batch_size * max(1, distributed.info().world_size)
     return ClipLoader(
         items,
         clip_len=cfg.frames,
         stride=cfg.stride,
-        sampler=cfg.extra.get("sampler", "random"),
-        clips_per_video=cfg.clips_per_video,
         batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=drop_last,
         seed=cfg.seed,
         prefetch=cfg.prefetch,
         threads=cfg.threads,
         return_meta=True,
-        **_read_kwargs(cfg, device, train=True),
+        **kw,
+        **_read_kwargs(cfg, device, train=train),
+    )
+
+
+def make_train_loader(cfg: RunConfig, items, device: torch.device):
+    drop_last = len(items) * cfg.clips_per_video >= cfg.batch_size * max(1, distributed.info().world_size)
+    return _loader(
+        cfg, items, device, train=True, sampler=cfg.extra.get("sampler", "random"),
+        clips_per_video=cfg.clips_per_video, shuffle=True, drop_last=drop_last,
     )
 
 
 def make_eval_loader(cfg: RunConfig, items, device: torch.device, clips_per_video: int):
-    from ..data import ClipLoader
-
-    return ClipLoader(
-        items,
-        clip_len=cfg.frames,
-        stride=cfg.stride,
-        sampler="uniform",
-        clips_per_video=clips_per_video,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        drop_last=False,
-        seed=cfg.seed,
-        prefetch=cfg.prefetch,
-        threads=cfg.threads,
-        return_meta=True,
-        **_read_kwargs(cfg, device, train=False),
+    return _loader(
+        cfg, items, device, train=False, sampler="uniform", clips_per_video=clips_per_video,
+        shuffle=False, drop_last=False,
     )
 
 
