@@ -46,7 +46,7 @@ def dataset(path: Path):
     return load(f"synth:{root}", "train")
 
 
-def make_loader(items, p, device, *, center=False, seed=0, threads=None):
+def make_loader(items, p, device, *, center=False, seed=0, threads=None, clips_per_video=1):
     from c3d_distill.data import ClipLoader
 
     size = (round(p["size"] * 128 / 112), round(p["size"] * 171 / 112))
@@ -59,6 +59,7 @@ def make_loader(items, p, device, *, center=False, seed=0, threads=None):
         items,
         clip_len=p["frames"],
         batch_size=p["batch_size"],
+        clips_per_video=clips_per_video,
         shuffle=not center,
         drop_last=True,
         sampler="center" if center else "random",
@@ -133,7 +134,12 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, help="decode threads (default: all cores)")
-    ap.add_argument("--data", type=Path, default=ROOT / "benches" / "results" / "tmp" / "synth_train")
+    ap.add_argument("--data", type=Path, default=ROOT / "benches" / "results" / "tmp" / "synth_train",
+                    help="where the synthetic set is made (once) and read")
+    ap.add_argument("--dataset", metavar="SPEC",
+                    help="read this data set instead (c3d_distill.datasets spec, e.g. synth:DIR or ucf101:DIR)")
+    ap.add_argument("--clips-per-video", type=int, default=1,
+                    help="clips per video per epoch (more: longer epochs, fewer epoch restarts)")
     ap.add_argument("--out", type=Path, default=ROOT / "benches" / "results" / "train.json")
     args = ap.parse_args(argv)
 
@@ -142,7 +148,13 @@ def main(argv=None) -> int:
 
     device = torch.device(args.device)
     p = PRESETS[args.preset]
-    items = dataset(args.data).items
+    if args.dataset:
+        from c3d_distill.datasets import load
+
+        items = load(args.dataset, "train").items
+    else:
+        items = dataset(args.data).items
+    cpv = args.clips_per_video
     students = [s for s in args.students.split(",") if s]
     torch.manual_seed(0)
     teacher = create_model("c3d", 10, width=p["width"], frames=p["frames"], size=p["size"]).to(device).eval()
@@ -164,7 +176,8 @@ def main(argv=None) -> int:
     # In-memory batches for the model-alone figure: read once, cycled.
     mem = [
         b
-        for _, b in zip(range(args.warmup + args.steps), endless(make_loader(items, p, device)), strict=False)
+        for _, b in zip(range(args.warmup + args.steps), endless(make_loader(items, p, device, clips_per_video=cpv)),
+                        strict=False)
     ]
 
     def cycle(bs):
@@ -176,14 +189,14 @@ def main(argv=None) -> int:
     for mode, name in modes:
         rec = {"mode": mode, "model": name, "loader": [], "model_only": [], "run": []}
         for rep in range(args.reps):
-            loader = make_loader(items, p, device, seed=rep, threads=args.threads)
+            loader = make_loader(items, p, device, seed=rep, threads=args.threads, clips_per_video=cpv)
             rec["loader"].append(time_steps(lambda b: None, endless(loader), args.warmup, args.steps))
             net, obj, opt = build(mode, name, p, device, teacher)
             rec["model_only"].append(
                 time_steps(step_fn_for(net, obj, opt), cycle(mem), args.warmup, args.steps)
             )
             net, obj, opt = build(mode, name, p, device, teacher)
-            loader = make_loader(items, p, device, seed=rep, threads=args.threads)
+            loader = make_loader(items, p, device, seed=rep, threads=args.threads, clips_per_video=cpv)
             rec["run"].append(
                 time_steps(step_fn_for(net, obj, opt), endless(loader), args.warmup, args.steps)
             )
@@ -201,6 +214,7 @@ def main(argv=None) -> int:
 
     # Teacher-output cache: epoch 1 fills it, epoch 2 (same clips: centre sampler and crop) only reads.
     cache_rows = []
+    # (The centre sampler takes one clip per video.)
     n_batches = len(make_loader(items, p, device, center=True))
     for name in students:
         rec = {"model": name, "no_cache": [], "cache_epoch2": []}
@@ -243,6 +257,8 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "reps": args.reps,
         "videos": len(items),
+        "clips_per_video": cpv,
+        "loader_threads": args.threads,
         "command": " ".join([Path(sys.executable).name, "benches/bench_train.py", *(argv or sys.argv[1:])]),
         "rows": rows,
         "cache": cache_rows,

@@ -96,7 +96,7 @@ COMPILE_VARIANTS = [("fast+compile", True, False, True), ("plain+cl+compile", Fa
 def bench_inference(args, device, clock, rows, errors, variants):
     shape = (args.batch, 3, args.frames, args.size, args.size)
     x0 = torch.randn(shape, device=device)
-    for name in MODELS:
+    for name in args.models:
         for label, fast, cl, compile_ in variants:
             if clock.left() < (60 if compile_ else 10):
                 rows.append({"section": "inference", "model": name, "variant": label, "skipped": "time budget"})
@@ -339,8 +339,10 @@ def main(argv=None) -> int:
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--sections", default="inference,train,read,distill")
     p.add_argument("--distill-epochs", type=int, help="epochs of the end-to-end distillation (default 8)")
+    p.add_argument("--models", default=",".join(MODELS), help="models of the inference section")
     args = p.parse_args(argv)
     requested_epochs = args.distill_epochs
+    args.models = [m for m in args.models.split(",") if m]
 
     args.width, args.frames, args.size, args.classes = 1.0, 16, 112, 10
     args.batch, args.train_batch = 32, 32

@@ -7,6 +7,8 @@
 #                                          # the "ucf" workload videos and a small synthetic set
 #   bash benches/gpu_check.sh              # there (device tool, carry gpu_bundle): install + measure
 #   bash benches/gpu_check.sh --smoke      # here: the same script on the CPU, tiny, to check it
+# Arguments after the mode go to benches/gpu_bench.py (e.g. --models c3d,mc4 --sections inference);
+# then benches/bench_train.py measures loader / step / run on the card (NO_TRAIN_RUN=1 skips it).
 # Results: $OUT/gpu/gpu.json and gpu.md (or benches/results/gpu/ without $OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +49,13 @@ device_run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   local out="${OUT:-benches/results}/gpu"
   python3 benches/gpu_bench.py --out "$out" --ucf-dir "$BUNDLE/ucf" --synth-dir "$BUNDLE/synth" "${extra[@]}"
+  # Issue 8's training throughput on the card: loader alone, step alone and the run together, at the
+  # full size (the CPU of this machine decodes; one core is left to the training loop).
+  if [ -z "${NO_TRAIN_RUN:-}" ]; then
+    python3 benches/bench_train.py --preset full --device cuda --dataset "synth:$BUNDLE/synth" \
+      --students "${TRAIN_STUDENTS:-mc4}" --clips-per-video 8 --threads $(( $(nproc) - 1 )) \
+      --steps 20 --reps 2 --out "$out/train_cuda.json"
+  fi
 }
 
 case "${1:-}" in
