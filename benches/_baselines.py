@@ -176,6 +176,15 @@ def read_decord(path: str, clips) -> np.ndarray:
     return frames[inverse]
 
 
+def read_decord_per_clip(path: str, clips) -> np.ndarray:
+    """decord as most training code calls it: one reader per video visit, one ``get_batch`` per clip
+    in the order the clips were drawn (each call seeks on its own)."""
+    import decord
+
+    vr = decord.VideoReader(path, ctx=decord.cpu(0), width=SIZE[1], height=SIZE[0], num_threads=1)
+    return np.stack([vr.get_batch([int(f) for f in c]).asnumpy() for c in clips])
+
+
 def read_pyav(path: str, clips) -> np.ndarray:
     import av
 
@@ -222,7 +231,8 @@ def read_torchcodec(path: str, clips) -> np.ndarray:
     return frames[inverse]
 
 
-READERS = {"decord": read_decord, "pyav": read_pyav, "torchcodec": read_torchcodec}
+READERS = {"decord": read_decord, "pyav": read_pyav, "torchcodec": read_torchcodec,
+           "decord 1 call/clip": read_decord_per_clip}
 
 _SCALE = torch.tensor([1 / (255 * s) for s in STD]).view(3, 1, 1, 1)
 _SHIFT = torch.tensor([m / s for m, s in zip(MEAN, STD, strict=True)]).view(3, 1, 1, 1)

@@ -3,11 +3,13 @@
 //!
 //! `video` opens and indexes a file, `cache` keeps indexes per process, `decode` plans and runs the
 //! decoding of the frames a group of clips needs, `transform` turns a decoded frame into its place
-//! in the batch, and `clips` runs groups of clips in parallel into one buffer.
+//! in the batch, `clips` runs groups of clips in parallel into one buffer, and `pool` recycles
+//! those buffers.
 pub mod cache;
 pub mod clips;
 pub mod decode;
 pub mod error;
+pub mod pool;
 pub mod transform;
 pub mod video;
 

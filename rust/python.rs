@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use numpy::ndarray::{ArrayD, IxDyn};
-use numpy::IntoPyArray;
+use numpy::ndarray::{ArrayViewD, IxDyn};
+use numpy::{Element, PyArray};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -20,6 +20,7 @@ use pyo3::types::PyDict;
 use crate::cache;
 use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
 use crate::error::ClipError;
+use crate::pool::{self, Pooled};
 use crate::transform::{Layout, Resize, MAX_SIDE};
 use crate::video::VideoIndex;
 
@@ -97,10 +98,11 @@ fn probe_exact<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDic
     index_dict(py, &index)
 }
 
-/// Forget every cached video index.
+/// Forget every cached video index and free the recycled batch buffers.
 #[pyfunction]
 fn clear_cache() {
     cache::clear();
+    pool::clear();
 }
 
 /// Number of cached video indexes.
@@ -249,13 +251,10 @@ fn read_clips<'py>(
             )));
         }
     };
-    let shape = IxDyn(&batch.shape);
-    // The buffer becomes the numpy array's memory: no copy.
     let array = match batch.data {
-        Data::U8(v) => ArrayD::from_shape_vec(shape, v).map(|a| a.into_pyarray(py).into_any()),
-        Data::F32(v) => ArrayD::from_shape_vec(shape, v).map(|a| a.into_pyarray(py).into_any()),
-    }
-    .map_err(|e| VideoDecodeError::new_err(format!("read_clips: internal error (shape: {e})")))?;
+        Data::U8(v) => pooled_array(py, v, &batch.shape),
+        Data::F32(v) => pooled_array(py, v, &batch.shape),
+    }?;
     let failed = batch
         .failed
         .iter()
@@ -278,6 +277,48 @@ fn read_clips<'py>(
     Ok((array, batch.ok, failed))
 }
 
+/// The memory of a batch array: numpy's base object for it. When the array (and every view or
+/// torch tensor of it) is gone, the buffer goes back to `pool` for a later batch.
+#[pyclass(module = "c3d_distill._clips", frozen)]
+struct BatchBuffer {
+    buf: Option<pool::Buf>,
+}
+
+impl Drop for BatchBuffer {
+    fn drop(&mut self) {
+        match self.buf.take() {
+            Some(pool::Buf::U8(v)) => pool::give(v),
+            Some(pool::Buf::F32(v)) => pool::give(v),
+            None => {}
+        }
+    }
+}
+
+/// `v` as a numpy array of `shape` without a copy, owned by a `BatchBuffer`.
+fn pooled_array<'py, T: Pooled + Element>(
+    py: Python<'py>,
+    v: Vec<T>,
+    shape: &[usize],
+) -> PyResult<Bound<'py, PyAny>> {
+    let internal =
+        |e: String| VideoDecodeError::new_err(format!("read_clips: internal error ({e})"));
+    let n: usize = shape.iter().product();
+    if n != v.len() {
+        return Err(internal(format!("shape {shape:?} for {} values", v.len())));
+    }
+    let ptr = v.as_ptr();
+    let owner = Bound::new(
+        py,
+        BatchBuffer {
+            buf: Some(T::wrap(v)),
+        },
+    )?;
+    // SAFETY: `ptr` points at `n` initialised values owned by `owner`'s Vec, which is neither
+    // moved, resized nor freed until `owner` is dropped; the array keeps `owner` alive as its base.
+    let view = unsafe { ArrayViewD::from_shape_ptr(IxDyn(shape), ptr) };
+    Ok(unsafe { PyArray::borrow_from_array(&view, owner.into_any()) }.into_any())
+}
+
 /// Process-wide counters: frames decoded, seeks, and passes retried after disagreeing with the
 /// index (`mismatches`; each retry is slower, never wrong).
 #[pyfunction]
@@ -287,6 +328,7 @@ fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("frames_decoded", FRAMES_DECODED.load(Ordering::Relaxed))?;
     d.set_item("seeks", SEEKS.load(Ordering::Relaxed))?;
     d.set_item("mismatches", MISMATCHES.load(Ordering::Relaxed))?;
+    d.set_item("pooled_bytes", pool::kept_bytes())?;
     Ok(d)
 }
 
@@ -307,6 +349,7 @@ fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_class::<BatchBuffer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -55,12 +55,17 @@ def test_float32_normalisation(clips):
     u8 = read_clips(clips)
     f = read_clips(clips, dtype="float32")
     assert f.dtype == np.float32
-    np.testing.assert_allclose(f, u8 / np.float32(255), rtol=0, atol=1e-6)
+    # Bit for bit: the float path computes (v / 255 - mean) / std in float32, as numpy does here,
+    # whichever route (fused YUV conversion or lookup table) a frame takes.
+    np.testing.assert_array_equal(f, u8 / np.float32(255))
     mean, std = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
-    n = read_clips(clips, dtype="float32", mean=mean, std=std)
-    expect = (u8 / np.float32(255) - np.array(mean, np.float32)[:, None, None, None]) / \
-        np.array(std, np.float32)[:, None, None, None]
-    np.testing.assert_allclose(n, expect, rtol=1e-5, atol=1e-5)
+    for kw in ({}, {"flip": True}, {"size": (128, 172)}, {"layout": "NTHWC"}):
+        ref = read_clips(clips, **kw)
+        n = read_clips(clips, dtype="float32", mean=mean, std=std, **kw)
+        shape = (3, 1, 1, 1) if kw.get("layout", "NCTHW") == "NCTHW" else (3,)
+        expect = (ref / np.float32(255) - np.array(mean, np.float32).reshape(shape)) / \
+            np.array(std, np.float32).reshape(shape)
+        np.testing.assert_array_equal(n, expect)
 
 
 def test_flip(clips):
@@ -201,6 +206,52 @@ def test_result_owns_its_memory_and_shares_it_with_torch(clips):
     assert out[0, 0, 0, 0, 0] == 42.0
     folded = out.reshape(out.shape[0], -1, 112, 112)  # (N, C*T, H, W): a view
     assert np.shares_memory(folded, out)
+
+
+def test_recycled_batch_buffers_hold_no_stale_values(clips, broken, tmp_path):
+    """A batch's memory is recycled once numpy and torch let go of it; the next batch must not show
+    anything of the last one: every returned element is written (failed clips are compacted away)."""
+    from c3d_distill import _clips
+
+    other = [(clips[1][0], range(0, 16)), (clips[0][0], range(40, 56)), (clips[1][0], range(7, 23))]
+    cases = [
+        dict(dtype="float32", mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3)),
+        dict(dtype="uint8", flip=True, layout="NTHWC"),
+        dict(dtype="uint8", crop=(100, 90), crop_mode="random", seed=3),
+    ]
+    with_failures = [(tmp_path / "missing.mp4", range(16)), *other[:2], (broken["random"], range(16))]
+    for kw in cases:
+        _clips.clear_cache()
+        fresh = read_clips(other, **kw).copy()  # into new, zeroed memory
+        _clips.clear_cache()
+        fresh_skip = read_clips(with_failures, on_error="skip", **kw)[0].copy()
+        _clips.clear_cache()
+        first = read_clips(clips, **kw)
+        first.fill(77)  # what a stale buffer would show
+        del first
+        assert _clips.stats()["pooled_bytes"] > 0
+        again = read_clips(other, **kw)
+        assert _clips.stats()["pooled_bytes"] == 0  # the buffer was taken
+        np.testing.assert_array_equal(again, fresh)
+        # A smaller batch with failures, in the recycled memory of a larger one.
+        big = read_clips(clips + other, **kw)
+        big.fill(77)
+        del big
+        out, report = read_clips(with_failures, on_error="skip", **kw)
+        assert report["ok"] == [1, 2]
+        np.testing.assert_array_equal(out, fresh_skip)
+        del again, out  # back to the pool before the next case counts it
+    _clips.clear_cache()
+    assert _clips.stats()["pooled_bytes"] == 0
+
+
+def test_recycled_buffers_are_bounded(clips):
+    from c3d_distill import _clips
+
+    arrays = [read_clips(clips[: 1 + i % 3], dtype="float32", crop=(112, 112 - i)) for i in range(12)]
+    del arrays
+    assert 0 < _clips.stats()["pooled_bytes"] <= 512 << 20
+    _clips.clear_cache()
 
 
 def test_ctrl_c_interrupts_a_long_read(video_dir):

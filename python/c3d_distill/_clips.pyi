@@ -52,7 +52,7 @@ def read_clips(
     """
 
 def clear_cache() -> None:
-    """Forget every cached video index."""
+    """Forget every cached video index and free the recycled batch buffers."""
 
 def cache_len() -> int:
     """Number of cached video indexes."""
@@ -61,5 +61,10 @@ def default_threads() -> int:
     """The cores this process may run on (``read_clips`` uses at most 256 of them by default)."""
 
 def stats() -> dict[str, int]:
-    """Process-wide counters: ``frames_decoded``, ``seeks``, and ``mismatches`` (passes that disagreed
-    with the index and were retried more carefully: slower, never wrong)."""
+    """Process-wide counters: ``frames_decoded``, ``seeks``, ``mismatches`` (passes that disagreed
+    with the index and were retried more carefully: slower, never wrong), and ``pooled_bytes`` (batch
+    buffers kept for reuse: at most 6 buffers and 512 MiB)."""
+
+class BatchBuffer:
+    """The memory behind a ``read_clips`` array (its ``.base``). When the array and every view or
+    tensor of it are gone, the buffer is recycled for a later batch instead of freed."""
