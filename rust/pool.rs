@@ -42,41 +42,30 @@ pub trait Pooled: Copy + Default + Sized {
     fn into_vec(b: Buf) -> Option<Vec<Self>>;
 }
 
-impl Pooled for u8 {
-    fn wrap(v: Vec<Self>) -> Buf {
-        Buf::U8(v)
-    }
-    fn unwrap(b: &Buf) -> Option<&Vec<Self>> {
-        match b {
-            Buf::U8(v) => Some(v),
-            _ => None,
+macro_rules! pooled {
+    ($t:ty, $variant:ident) => {
+        impl Pooled for $t {
+            fn wrap(v: Vec<Self>) -> Buf {
+                Buf::$variant(v)
+            }
+            fn unwrap(b: &Buf) -> Option<&Vec<Self>> {
+                match b {
+                    Buf::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+            fn into_vec(b: Buf) -> Option<Vec<Self>> {
+                match b {
+                    Buf::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
         }
-    }
-    fn into_vec(b: Buf) -> Option<Vec<Self>> {
-        match b {
-            Buf::U8(v) => Some(v),
-            _ => None,
-        }
-    }
+    };
 }
 
-impl Pooled for f32 {
-    fn wrap(v: Vec<Self>) -> Buf {
-        Buf::F32(v)
-    }
-    fn unwrap(b: &Buf) -> Option<&Vec<Self>> {
-        match b {
-            Buf::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-    fn into_vec(b: Buf) -> Option<Vec<Self>> {
-        match b {
-            Buf::F32(v) => Some(v),
-            _ => None,
-        }
-    }
-}
+pooled!(u8, U8);
+pooled!(f32, F32);
 
 /// A kept buffer of exactly `len` elements (stale contents), if one fits: capacity at least `len`
 /// and at most twice it (a much larger buffer stays for a batch of its own size).

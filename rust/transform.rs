@@ -380,17 +380,7 @@ impl Scaler {
         );
         // SAFETY: `frame` is a decoded video frame; its pointer stays valid for this call.
         let f = unsafe { &*frame.as_ptr() };
-        let key = (
-            f.width,
-            f.height,
-            f.format,
-            f.colorspace as i32,
-            f.color_range as i32,
-        );
-        if (self.direct.is_null() && self.resize.is_null()) || key != self.key {
-            self.rebuild(f)?;
-            self.key = key;
-        }
+        self.ensure(f)?;
         let dst = [
             out.data_mut(),
             ptr::null_mut(),
@@ -468,17 +458,7 @@ impl Scaler {
     ) -> std::result::Result<bool, String> {
         // SAFETY: `frame` is a decoded video frame; its pointer stays valid for this call.
         let f = unsafe { &*frame.as_ptr() };
-        let key = (
-            f.width,
-            f.height,
-            f.format,
-            f.colorspace as i32,
-            f.color_range as i32,
-        );
-        if (self.direct.is_null() && self.resize.is_null()) || key != self.key {
-            self.rebuild(f)?;
-            self.key = key;
-        }
+        self.ensure(f)?;
         let Some(mid) = self.mid.as_mut() else {
             return Ok(false);
         };
@@ -529,28 +509,14 @@ impl Scaler {
         let (mut r, mut gg, mut b) = ([0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
         for y in 0..h {
             let row = g.top + y;
-            // SAFETY: the planes hold dst_h rows of at least dst_w bytes at their linesizes, and
-            // left + w <= dst_w.
-            let (py, pu, pv) = unsafe {
-                let at = |p: usize| m.data[p].add(row * m.linesize[p] as usize + g.left);
-                (
-                    std::slice::from_raw_parts(at(0), w),
-                    std::slice::from_raw_parts(at(1), w),
-                    std::slice::from_raw_parts(at(2), w),
-                )
-            };
+            // SAFETY: the intermediate holds dst_h rows of dst_w bytes per plane and the window lies
+            // inside it.
+            let yuv = unsafe { yuv_rows(m, row, g.left, w) };
             let row_base = base + y * row_len;
             let mut s = 0;
             while s < w {
                 let n = CHUNK.min(w - s);
-                k.levels(
-                    &py[s..s + n],
-                    &pu[s..s + n],
-                    &pv[s..s + n],
-                    &mut r,
-                    &mut gg,
-                    &mut b,
-                );
+                k.levels(&yuv, s, n, &mut r, &mut gg, &mut b);
                 for (c, q) in [&r, &gg, &b].into_iter().enumerate() {
                     let dst = &mut out[row_base + c * step_c..];
                     if step_x == 1 {
@@ -575,6 +541,22 @@ impl Scaler {
                 s += n;
             }
         }
+    }
+
+    /// Build the contexts for `f`'s size, format and colours unless they already are.
+    fn ensure(&mut self, f: &ffi::AVFrame) -> std::result::Result<(), String> {
+        let key = (
+            f.width,
+            f.height,
+            f.format,
+            f.colorspace as i32,
+            f.color_range as i32,
+        );
+        if (self.direct.is_null() && self.resize.is_null()) || key != self.key {
+            self.rebuild(f)?;
+            self.key = key;
+        }
+        Ok(())
     }
 
     fn rebuild(&mut self, f: &ffi::AVFrame) -> std::result::Result<(), String> {
@@ -684,6 +666,15 @@ unsafe fn resize_rows(
     Ok(())
 }
 
+/// Row `row`, columns `x0..x0 + w`, of the three planes of a planar 8-bit frame.
+///
+/// # Safety
+/// Each plane of `m` holds at least `row + 1` rows of at least `x0 + w` bytes at its linesize.
+unsafe fn yuv_rows(m: &ffi::AVFrame, row: usize, x0: usize, w: usize) -> [&[u8]; 3] {
+    let at = |p: usize| m.data[p].add(row * m.linesize[p] as usize + x0);
+    [0, 1, 2].map(|p| std::slice::from_raw_parts(at(p), w))
+}
+
 /// YUV → RGB with swscale's coefficients for the frame's matrix and range, in f32 arithmetic that
 /// the compiler vectorises (a table-driven loop cost ~6 ns a pixel here, more than swscale's resize):
 /// each component is `floor(cy·(Y − oy) + c·(U|V − 128) + ½)` clipped to 0..=255, which is
@@ -719,16 +710,19 @@ impl YuvTables {
         }
     }
 
-    /// The RGB levels (0..=255, whole numbers as f32) of `n` pixels.
+    /// The RGB levels (0..=255, whole numbers as f32) of pixels `s..s + n` of a Y, U, V row.
     #[inline]
-    fn levels(&self, ys: &[u8], us: &[u8], vs: &[u8], r: &mut [f32], g: &mut [f32], b: &mut [f32]) {
-        let n = ys
-            .len()
-            .min(us.len())
-            .min(vs.len())
-            .min(r.len())
-            .min(g.len())
-            .min(b.len());
+    fn levels(
+        &self,
+        yuv: &[&[u8]; 3],
+        s: usize,
+        n: usize,
+        r: &mut [f32],
+        g: &mut [f32],
+        b: &mut [f32],
+    ) {
+        let (ys, us, vs) = (&yuv[0][s..s + n], &yuv[1][s..s + n], &yuv[2][s..s + n]);
+        let n = n.min(r.len()).min(g.len()).min(b.len());
         // Truncation is floor for the clamped (non-negative) sums.
         // SAFETY: clamped to 0..=255, so the value is finite and fits an i32 (no NaN reaches
         // here: every input is a byte).
@@ -753,29 +747,15 @@ impl YuvTables {
         }
         let (mut r, mut g, mut b) = ([0f32; CHUNK], [0f32; CHUNK], [0f32; CHUNK]);
         for row in region.y0..region.y1.min(out.height) {
-            // SAFETY: the planes hold `out.height` rows of at least `out.width` bytes at their
-            // linesizes, and x0 + w <= out.width.
-            let (py, pu, pv) = unsafe {
-                let at = |p: usize| m.data[p].add(row * m.linesize[p] as usize + x0);
-                (
-                    std::slice::from_raw_parts(at(0), w),
-                    std::slice::from_raw_parts(at(1), w),
-                    std::slice::from_raw_parts(at(2), w),
-                )
-            };
+            // SAFETY: the intermediate holds dst_h rows of dst_w bytes per plane and the window lies
+            // inside it.
+            let yuv = unsafe { yuv_rows(m, row, x0, w) };
             let start = out.offset + row * out.stride + x0 * 3;
             let dst = &mut out.buf[start..start + w * 3];
             for (c, d) in dst.chunks_mut(3 * CHUNK).enumerate() {
                 let n = d.len() / 3;
                 let s = c * CHUNK;
-                self.levels(
-                    &py[s..s + n],
-                    &pu[s..s + n],
-                    &pv[s..s + n],
-                    &mut r,
-                    &mut g,
-                    &mut b,
-                );
+                self.levels(&yuv, s, n, &mut r, &mut g, &mut b);
                 for (i, p) in d.chunks_exact_mut(3).enumerate() {
                     p[0] = r[i] as u8;
                     p[1] = g[i] as u8;
