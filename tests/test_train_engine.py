@@ -229,3 +229,22 @@ def test_nan_loss_is_reported():
     opt = build_optimizer(model.parameters(), "sgd", 0.01, 0.9, 0.0)
     with pytest.raises(FloatingPointError, match="lr"):
         train_one_epoch(StudentNet(model), data, Objective("ce"), opt, device=CPU)
+
+
+def test_a_collapsed_teacher_is_recognised():
+    """A diverged teacher whose ReLUs all died gives the same (zero) pool5 features for every clip:
+    `distill` warns that there is nothing to learn; a working teacher passes."""
+    from c3d_distill.train.run import collapsed_teacher
+
+    torch.manual_seed(0)
+    teacher = create_model("c3d", 5, width=0.125, frames=16, size=32)
+    probe = torch.randn(4, 3, 16, 32, 32)
+    assert collapsed_teacher(teacher, probe) is None
+    with torch.no_grad():
+        teacher.conv5b.bias.fill_(-1e3)  # every unit of the last conv below zero: ReLU kills them all
+    assert "all zero" in collapsed_teacher(teacher, probe)
+    with torch.no_grad():
+        teacher.conv5b.weight.zero_()
+        teacher.conv5b.bias.fill_(0.5)  # alive but blind to the input
+    assert "the same for all 4" in collapsed_teacher(teacher, probe)
+    assert teacher.training  # the check leaves the mode as it was

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,26 @@ def probe_clips(cfg: RunConfig, items, n: int = 8) -> torch.Tensor:
     return prepare_batch(clips, torch.device("cpu"), mean=cfg.mean, std=cfg.std)
 
 
+def collapsed_teacher(teacher: nn.Module, probe: torch.Tensor) -> str | None:
+    """Why the teacher cannot teach, when its pool5 features are the same for every probe clip (the
+    usual sign of a diverged run whose ReLUs all died): None when they differ."""
+    net = unwrap(teacher)
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        feats = net.features(probe).float()
+    net.train(was_training)
+    if not torch.isfinite(feats).all():
+        return "its pool5 features are not finite"
+    spread = (feats - feats[0]).abs().max().item()
+    scale = feats.abs().max().item()
+    if scale == 0:
+        return f"its pool5 features are all zero on {len(probe)} real clips (every ReLU is dead)"
+    if spread <= 1e-6 * scale:
+        return f"its pool5 features are the same for all {len(probe)} real clips"
+    return None
+
+
 def build_student(
     cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any], probe: torch.Tensor | None = None
 ) -> tuple[nn.Module, dict | None]:
@@ -325,7 +346,14 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
             cfg.extra.pop("frames_given", None),
             cfg.extra.pop("size_given", None),
         )
-        probe = probe_clips(cfg, train_list.items) if cfg.init == "transfer" else None
+        probe = probe_clips(cfg, train_list.items)
+        why = collapsed_teacher(teacher, probe)
+        if why:
+            # Not an error (a pipeline test may distil any teacher), but nothing can be learnt from it.
+            print(f"WARNING: --teacher {cfg.teacher}: {why}; distillation has nothing to learn from it "
+                  "(was its training stable? see its metrics.jsonl)", file=sys.stderr, flush=True)
+        if cfg.init != "transfer":
+            probe = None
         seed_everything(cfg.seed)
         model, transfer_report = build_student(cfg, teacher, tmeta, probe)
         teacher.to(device)
