@@ -131,8 +131,10 @@ def read_clips(
 
     Returns an array of shape ``(N, 3, T, H, W)`` (``layout="NCTHW"``), ``(N, T, 3, H, W)``
     (``"NTCHW"``) or ``(N, T, H, W, 3)`` (``"NTHWC"``), RGB, C-contiguous; ``uint8`` or ``float32``
-    (``x / 255``, then ``(x - mean[c]) / std[c]`` when given). The array owns memory written by
-    Rust; ``torch.from_numpy`` shares it. An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
+    (``x / 255``, then ``(x - mean[c]) / std[c]`` when given). The array's memory was written by
+    Rust and is shared by ``torch.from_numpy``; its ``.base`` is a ``BatchBuffer`` that recycles it for a
+    later batch once the array and every view or tensor of it are gone (``_clips.clear_cache()`` frees
+    the kept ones). An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
     folded input of the 2D students, without a copy.
 
     ``size`` and ``crop`` sides are at most ``MAX_SIDE`` (16384), and a fixed ``size`` must be within
