@@ -34,6 +34,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 import videogen  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from _common import native_module  # noqa: E402
+
 MB = 2**20
 
 
@@ -142,17 +145,6 @@ def loader_memory(videos: list[Path], threads: int, batches: int) -> dict:
         "loader_peak_mb": round((after["VmHWM"] - before["VmRSS"]) / MB, 1),
         "clips_per_s": round(n * 16 / seconds, 1),
     }
-
-
-def native_module() -> dict:
-    """Which build of the native module was measured: its file, sha256 prefix and modification time."""
-    import hashlib
-
-    from c3d_distill import _clips
-
-    path = Path(_clips.__file__)
-    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-            "mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))}
 
 
 def main(argv=None) -> int:

@@ -45,6 +45,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # videogen: the test videos, enc
 
 import videogen  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from _common import native_module  # noqa: E402
+
 APIS = ("probe", "get_frames", "read_clips", "read_clips_skip")
 ALLOWED = {
     # What each API may raise on a damaged file. ValueError fits get_frames/read_clips when the index
@@ -741,17 +744,6 @@ def markdown(summary: dict) -> str:
             cells = [str(c.get(k, 0)) for k in cols[:3]] + [", ".join(f"{k} {v}" for k, v in other.items()) or "0"]
             lines.append(f"| {m} | {api} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def native_module() -> dict:
-    """Which build of the native module was measured: its file, sha256 prefix and modification time."""
-    import hashlib
-
-    from c3d_distill import _clips
-
-    path = Path(_clips.__file__)
-    return {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16],
-            "mtime_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))}
 
 
 def main(argv=None) -> int:

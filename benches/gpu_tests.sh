@@ -5,6 +5,8 @@
 #   3. `c3d-distill distill` of mc4 from it with --amp --compile --teacher-cache.
 # gpu_bundle/ must hold the wheel and libs (gpu_check.sh --prepare) and pytest's wheels
 # (pip download pytest pluggy iniconfig packaging pygments --no-deps -d gpu_bundle/pytest_wheels).
+# The working tree and the carried bundle must fit in 64 MiB together: move gpu_bundle/ucf aside first
+# (only gpu_bench.py's read section uses it).
 #   DEVICE=cpu bash benches/gpu_tests.sh    # here: the same steps at a tiny size, to check the script
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -252,7 +252,8 @@ fn check_frames(
         .collect()
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+/// The text a panic carried (a `&str` or `String` payload).
+pub fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -56,11 +56,7 @@ fn guarded<T: Send>(
     match result {
         Ok(r) => r.map_err(to_py_err),
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = clips::panic_message(panic);
             Err(VideoDecodeError::new_err(format!(
                 "{what}: internal error (Rust panic: {msg})"
             )))
@@ -241,11 +237,7 @@ fn read_clips<'py>(
     let batch = match outcome {
         Ok(r) => r.map_err(to_py_err)?,
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
+            let msg = clips::panic_message(panic);
             return Err(VideoDecodeError::new_err(format!(
                 "read_clips: internal error (Rust panic: {msg})"
             )));

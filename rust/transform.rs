@@ -355,7 +355,9 @@ impl Scaler {
         SPARE.with(|s| *s.borrow_mut() = Some(self));
     }
 
-    /// Convert `frame` into `out` (which must be dst_w × dst_h).
+    /// Convert all of `frame` into `out` (which must be dst_w × dst_h); the reader itself always
+    /// passes the crop windows to `run_region`.
+    #[cfg(test)]
     pub fn run(
         &mut self,
         frame: &ffmpeg::frame::Video,

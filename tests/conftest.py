@@ -37,3 +37,22 @@ def five_frames(video_dir) -> Path:
 @pytest.fixture(scope="session")
 def broken(video_dir, h264_mp4) -> dict[str, Path]:
     return videogen.broken_files(video_dir / "broken", h264_mp4)
+
+
+@pytest.fixture(scope="session")
+def tiny_synth_root(tmp_path_factory) -> Path:
+    """A small synthetic action set (3 classes × 8 videos of 64×48, under a second each) for the
+    training and distributed tests; read-only, shared by the session."""
+    from c3d_distill.datasets import make_synthetic
+
+    return make_synthetic(
+        tmp_path_factory.mktemp("synth") / "set",
+        classes=3,
+        videos_per_class=8,
+        width=64,
+        height=48,
+        duration=(0.8, 1.0),
+        clips_per_group=2,
+        workers=1,
+        progress=False,
+    )

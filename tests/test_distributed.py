@@ -22,20 +22,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> Path:
-    from c3d_distill.datasets import make_synthetic
-
-    return make_synthetic(
-        tmp_path_factory.mktemp("ddp") / "set",
-        classes=3,
-        videos_per_class=8,
-        width=64,
-        height=48,
-        duration=(0.8, 1.0),
-        clips_per_group=2,
-        workers=1,
-        progress=False,
-    )
+def synth(tiny_synth_root) -> Path:
+    return tiny_synth_root
 
 
 def _worker(rank: int, world: int, port: int, root: str, out: str) -> None:

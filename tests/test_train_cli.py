@@ -34,21 +34,8 @@ TEACHER_ARGS = SHAPE + FAST + ["--epochs", "2", "--seed", "3", "--dropout", "0.3
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory) -> str:
-    from c3d_distill.datasets import make_synthetic
-
-    root = make_synthetic(
-        tmp_path_factory.mktemp("synth") / "set",
-        classes=3,
-        videos_per_class=8,
-        width=64,
-        height=48,
-        duration=(0.8, 1.0),
-        clips_per_group=2,
-        workers=1,
-        progress=False,
-    )
-    return f"synth:{root}"
+def synth(tiny_synth_root) -> str:
+    return f"synth:{tiny_synth_root}"
 
 
 @pytest.fixture(scope="module")
