@@ -8,6 +8,12 @@ per-stage time of the fast path with its GFLOP/s as a share of the peak, and a c
 
     .venv/bin/python benches/bench_models.py                 # batch 4 and 8, 3 repetitions
     .venv/bin/python benches/bench_models.py --batch 8 --reps 5 --models c3d,sp,mc4
+    .venv/bin/python benches/bench_models.py --batch 8 --compile   # + torch.compile of the fast path
+
+With ``--compile`` each model's fast path is also run through ``torch.compile`` (inductor, with
+``freezing``: weights folded in and pre-packed for oneDNN), checked against the plain path (relative
+error < 1e-5), timed in the same repetitions (whole forward only), and the targets are judged on each
+model's best path ("every model at its fastest").
 
 Writes benches/results/models_cpu.json (or --out) and prints markdown tables. The CPU is shared: the
 load average before and after is recorded, and only ratios measured in the same repetition are fair.
@@ -33,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODELS = "c3d,sp,sp_bn,mc3,mc4,mc5"
 TARGET_PEAK_SHARE = 0.60
 TARGETS_VS_C3D = {"sp": 1.5, "mc4": 1.1}
+MAX_REL_ERR = 1e-5
 
 
 class StageClock(dict):
@@ -118,6 +125,7 @@ def run(args) -> dict:
         times: dict[tuple[str, str], list[float]] = {}
         stage_times: dict[tuple[str, str], dict[str, list[float]]] = {}
         peak_times: dict[str, list[float]] = {k: [] for k in peaks}
+        compiled = {}
         with torch.inference_mode():
             for fn, _ in peaks.values():  # warm-up: oneDNN primitive creation, allocator
                 fn()
@@ -125,6 +133,8 @@ def run(args) -> dict:
                 for fast in (False, True):
                     m.set_fast(fast)
                     m(x)
+            if args.compile:
+                compiled = compile_models(models, x)
             for rep in range(args.reps):
                 for k, (fn, _) in peaks.items():
                     sync()
@@ -146,6 +156,12 @@ def run(args) -> dict:
                         times.setdefault((name, path), []).append(time.perf_counter() - t0)
                         for st, d in clock.durations().items():
                             stage_times.setdefault((name, path), {}).setdefault(st, []).append(d)
+                    if name in compiled:
+                        sync()
+                        t0 = time.perf_counter()
+                        compiled[name][0](x)
+                        sync()
+                        times.setdefault((name, "compiled"), []).append(time.perf_counter() - t0)
                 print(f"  batch {batch} rep {rep + 1}/{args.reps} done", file=sys.stderr, flush=True)
         peak_rows = {k: peaks[k][1] / statistics.median(v) / 1e9 for k, v in peak_times.items()}
         peak = max(peak_rows.values())
@@ -171,6 +187,19 @@ def run(args) -> dict:
                         for st, v in stage_times[(name, path)].items()
                     },
                 }
+            if name in compiled:
+                ts = times[(name, "compiled")]
+                med = statistics.median(ts)
+                row["compiled"] = {
+                    "clips_s": batch / med,
+                    "clips_s_reps": [batch / t for t in ts],
+                    "gflops": 2 * macs * batch / med / 1e9,
+                    "peak_share": 2 * macs * batch / med / 1e9 / peak,
+                    "max_rel_err_vs_plain": compiled[name][1],
+                    "compile_s": compiled[name][2],
+                }
+            row["best_path"] = max(PATHS[1:], key=lambda p: row[p]["clips_s"] if p in row else 0.0)
+            row["best"] = row[row["best_path"]]
             row["fast_over_plain"] = row["fast"]["clips_s"] / row["plain"]["clips_s"]
             row["bound_clips_s"] = peak * 1e9 / (2 * macs)
             row["bound_share_fast"] = row["fast"]["clips_s"] / row["bound_clips_s"]
@@ -178,17 +207,20 @@ def run(args) -> dict:
         by = {r["model"]: r for r in rows}
         if "c3d" in by:
             for r in rows:
-                for path in ("plain", "fast"):
-                    r[path]["vs_c3d"] = r[path]["clips_s"] / by["c3d"][path]["clips_s"]
+                for path in PATHS:
+                    if path in r:
+                        r[path]["vs_c3d"] = r[path]["clips_s"] / by["c3d"][path]["clips_s"]
+                # At its fastest, against c3d at its fastest.
+                r["best_vs_c3d"] = r["best"]["clips_s"] / by["c3d"]["best"]["clips_s"]
                 r["bound_vs_c3d"] = by["c3d"]["gmacs_per_clip"] / r["gmacs_per_clip"]
         targets = {}
         for r in rows:
-            targets[f"{r['model']} fast ≥ {TARGET_PEAK_SHARE:.0%} of peak"] = (
-                r["fast"]["peak_share"] >= TARGET_PEAK_SHARE
+            targets[f"{r['model']} at its fastest ≥ {TARGET_PEAK_SHARE:.0%} of peak"] = (
+                r["best"]["peak_share"] >= TARGET_PEAK_SHARE
             )
         for n, want in TARGETS_VS_C3D.items():
             if n in by and "c3d" in by:
-                targets[f"{n} fast ≥ {want}× c3d fast"] = by[n]["fast"]["vs_c3d"] >= want
+                targets[f"{n} ≥ {want}× c3d, each at its fastest"] = by[n]["best_vs_c3d"] >= want
         result["batches"][str(batch)] = {
             "peak_gflops": peak,
             "peak_candidates_gflops": peak_rows,
@@ -197,6 +229,35 @@ def run(args) -> dict:
         }
     result["machine"]["loadavg_after"] = os.getloadavg()
     return result
+
+
+PATHS = ("plain", "fast", "compiled")
+
+
+def compile_models(models: dict, x: torch.Tensor) -> dict[str, tuple]:
+    """``torch.compile`` of each model's fast path (a copy with the same weights), compiled on ``x``
+    and checked against the plain path. Returns name → (compiled module, max relative error, compile
+    seconds)."""
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # fold the (inference) weights in and pre-pack them for oneDNN
+    out = {}
+    for name, m in models.items():
+        twin = create_model(name, 101).to(x.device).eval()
+        twin.load_state_dict(m.state_dict())
+        twin.set_fast(True)
+        t0 = time.perf_counter()
+        cm = torch.compile(twin, dynamic=False)
+        got = cm(x)
+        seconds = time.perf_counter() - t0
+        m.set_fast(False)
+        want = m(x)
+        err = ((got - want).abs().max() / want.abs().max()).item()
+        if not err < MAX_REL_ERR:
+            raise SystemExit(f"{name}: torch.compile output differs from the plain path (relative error {err:.2e})")
+        print(f"  {name}: compiled in {seconds:.0f} s, relative error vs plain {err:.1e}", file=sys.stderr, flush=True)
+        out[name] = (cm, err, seconds)
+    return out
 
 
 def _cpu_name() -> str:
@@ -245,6 +306,25 @@ def render(result: dict) -> str:
                 f, p = r["fast"]["stages"][st], r["plain"]["stages"][st]
                 cells.append(f"{f['ms']:.0f} ms {100 * f['peak_share']:.0f}% ({100 * p['peak_share']:.0f}%)")
             out.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+        if any("compiled" in r for r in b["models"]):
+            out.append("")
+            out.append("torch.compile (inductor, freezing) of the fast path, same repetitions:")
+            out.append("")
+            out.append(
+                "| model | fast clips/s | compiled clips/s | compiled/fast | best | best vs c3d best | "
+                "best % of peak | compile s | rel. error vs plain |"
+            )
+            out.append("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+            for r in b["models"]:
+                c = r.get("compiled")
+                if c is None:
+                    continue
+                out.append(
+                    f"| {r['model']} | {r['fast']['clips_s']:.2f} | {c['clips_s']:.2f} | "
+                    f"{c['clips_s'] / r['fast']['clips_s']:.2f}× | {r['best_path']} | "
+                    f"{r.get('best_vs_c3d', float('nan')):.2f}× | {100 * r['best']['peak_share']:.0f}% | "
+                    f"{c['compile_s']:.0f} | {c['max_rel_err_vs_plain']:.1e} |"
+                )
         out.append("")
         out.append(
             "Targets: " + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in b["targets"].items())
@@ -259,6 +339,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=DEFAULT_MODELS)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--compile", action="store_true", help="also time torch.compile of the fast path")
     p.add_argument("--out", type=Path, default=ROOT / "benches" / "results" / "models_cpu.json")
     args = p.parse_args(argv)
     result = run(args)
