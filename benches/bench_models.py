@@ -40,6 +40,7 @@ DEFAULT_MODELS = "c3d,sp,sp_bn,mc3,mc4,mc5"
 TARGET_PEAK_SHARE = 0.60
 TARGETS_VS_C3D = {"sp": 1.5, "mc4": 1.1}
 MAX_REL_ERR = 1e-5
+PATHS = ("plain", "fast", "compiled")
 
 
 class StageClock(dict):
@@ -170,14 +171,10 @@ def run(args) -> dict:
             macs = count_macs(m, (1, 3, 16, 112, 112))
             flops = stage_flops(m, batch)
             row = {"model": name, "gmacs_per_clip": macs / 1e9}
+
             for path in ("plain", "fast"):
-                ts = times[(name, path)]
-                med = statistics.median(ts)
                 row[path] = {
-                    "clips_s": batch / med,
-                    "clips_s_reps": [batch / t for t in ts],
-                    "gflops": 2 * macs * batch / med / 1e9,
-                    "peak_share": 2 * macs * batch / med / 1e9 / peak,
+                    **speed(times[(name, path)], batch, macs, peak),
                     "stages": {
                         st: {
                             "ms": 1e3 * statistics.median(v),
@@ -188,13 +185,8 @@ def run(args) -> dict:
                     },
                 }
             if name in compiled:
-                ts = times[(name, "compiled")]
-                med = statistics.median(ts)
                 row["compiled"] = {
-                    "clips_s": batch / med,
-                    "clips_s_reps": [batch / t for t in ts],
-                    "gflops": 2 * macs * batch / med / 1e9,
-                    "peak_share": 2 * macs * batch / med / 1e9 / peak,
+                    **speed(times[(name, "compiled")], batch, macs, peak),
                     "max_rel_err_vs_plain": compiled[name][1],
                     "compile_s": compiled[name][2],
                 }
@@ -231,7 +223,12 @@ def run(args) -> dict:
     return result
 
 
-PATHS = ("plain", "fast", "compiled")
+def speed(ts: list[float], batch: int, macs: int, peak: float) -> dict:
+    """clips/s (median and per repetition), GFLOP/s and share of the peak, from the times of a batch."""
+    med = statistics.median(ts)
+    gflops = 2 * macs * batch / med / 1e9
+    return {"clips_s": batch / med, "clips_s_reps": [batch / t for t in ts], "gflops": gflops,
+            "peak_share": gflops / peak}
 
 
 def compile_models(models: dict, x: torch.Tensor) -> dict[str, tuple]:
