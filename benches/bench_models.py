@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 import torch
+from c3d_distill.memory import reusing_freed_memory
 from c3d_distill.models import count_macs, create_model, layer_macs
 from c3d_distill.models.fast import conv_relu
 
@@ -114,6 +115,8 @@ def run(args) -> dict:
             "python": platform.python_version(),
             "loadavg_before": os.getloadavg(),
         },
+        # Set by create_model (c3d_distill.memory); C3D_DISTILL_MALLOC=system measures without it.
+        "malloc": None,
         "input": [3, 16, 112, 112],
         "reps": args.reps,
         "batches": {},
@@ -122,6 +125,7 @@ def run(args) -> dict:
     for batch in args.batch:
         x = torch.randn(batch, 3, 16, 112, 112, device=device)
         models = {n: create_model(n, 101).to(device).eval() for n in names}
+        result["malloc"] = "reuse freed large blocks" if reusing_freed_memory() else "glibc default (mmap)"
         peaks = peak_candidates(batch, device)
         times: dict[tuple[str, str], list[float]] = {}
         stage_times: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -272,7 +276,8 @@ def render(result: dict) -> str:
     m = result["machine"]
     out.append(
         f"{m['device']} / {m['cpu']}, torch {m['torch']}, {m['torch_threads']} threads; load average "
-        f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; medians of {result['reps']} reps"
+        f"{m['loadavg_before'][0]:.1f} before, {m['loadavg_after'][0]:.1f} after; medians of {result['reps']} reps; "
+        f"malloc: {result.get('malloc')}"
     )
     for batch, b in result["batches"].items():
         out.append("")

@@ -15,7 +15,10 @@ own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go
   _convolution_pointwise``, the op torch.compile's CPU backend emits), and folds eval-mode BatchNorm
   into the conv weights;
 * under autograd, on other devices or under autocast it uses the ordinary ops on the same layouts
-  (conv, then an in-place ReLU, which autograd allows after a conv).
+  (conv, then an in-place ReLU, which autograd allows after a conv);
+* makes the process keep freed large blocks for reuse (:mod:`c3d_distill.memory`): otherwise each
+  batch's 200–400 MB activations come back as fresh pages that the kernel faults in and zeroes, which
+  on the CPU took longer than sp's first convolutions themselves.
 
 Every path is checked against the plain layers (tests/test_models_fast.py, relative error < 1e-5 in
 float32). Module forward hooks only fire on the plain path, so a model with hooks on its stage modules
@@ -30,6 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..memory import reuse_freed_memory
+
 if TYPE_CHECKING:
     from .net import VideoNet
 
@@ -38,11 +43,11 @@ CL2 = torch.channels_last
 
 
 def apply_fast(model: nn.Module, enabled: bool) -> None:
-    """Nothing to convert: the fast path reads the same parameters in ``VideoNet._run_fast``; this is
-    the place to validate that it can run at all."""
-    if enabled and not _pointwise_available():
-        # Only the fused CPU primitive is optional; the rest is ordinary PyTorch.
-        pass
+    """Nothing to convert: the fast path reads the same parameters in ``VideoNet._run_fast``. What it
+    needs of the process: freed large blocks kept for reuse (:mod:`c3d_distill.memory`; fresh pages for
+    every batch's activations cost as much as the convolutions on the CPU)."""
+    if enabled:
+        reuse_freed_memory()
 
 
 def _pointwise_available() -> bool:
