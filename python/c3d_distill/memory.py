@@ -6,7 +6,8 @@ activations of 200–400 MB per stage (sp's conv1 makes two of 411 MB), so each 
 that the kernel has to fault in and zero, one 4 KiB page at a time, on every batch. On the 2-core
 development machine that cost more than the arithmetic in the large stages: sp's (1,3,3) 3→64 conv at
 8×16×112² took 164 ms with fresh pages and 40 ms with reused ones; the (3,1,1) 64→64 conv 254 ms against
-182 ms (``benches/bench_models.py`` shows the whole-model effect: its ``fast (mmap)`` row).
+182 ms. Whole models gain 1.2–1.5× (``benches/bench_models.py`` against the same run with
+``C3D_DISTILL_MALLOC=system``; README, models section).
 
 Allocators built for this (jemalloc, tcmalloc: what Intel's PyTorch tuning guide recommends) have to
 be preloaded with ``LD_PRELOAD`` before the process starts. glibc can be told the same from inside the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
 
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1
 M_MMAP_MAX = -4
 DEFAULT_MMAP_MAX = 65536
-# Freed memory above the heap's top beyond this is still returned (a 2 GiB ceiling, int-sized).
+# Free memory at the top of the heap is returned to the system only beyond this (the largest int).
 KEEP_TRIM_THRESHOLD = 2**31 - 1
 
 ENV = "C3D_DISTILL_MALLOC"
@@ -40,6 +42,7 @@ ENV = "C3D_DISTILL_MALLOC"
 _state: bool | None = None  # None: never set by us; True/False: the last setting applied
 
 
+@functools.cache
 def _glibc():
     if not hasattr(ctypes, "CDLL"):
         return None
