@@ -115,8 +115,6 @@ def run(args) -> dict:
             "python": platform.python_version(),
             "loadavg_before": os.getloadavg(),
         },
-        # Set by create_model (c3d_distill.memory); C3D_DISTILL_MALLOC=system measures without it.
-        "malloc": None,
         "input": [3, 16, 112, 112],
         "reps": args.reps,
         "batches": {},
@@ -125,7 +123,6 @@ def run(args) -> dict:
     for batch in args.batch:
         x = torch.randn(batch, 3, 16, 112, 112, device=device)
         models = {n: create_model(n, 101).to(device).eval() for n in names}
-        result["malloc"] = "reuse freed large blocks" if reusing_freed_memory() else "glibc default (mmap)"
         peaks = peak_candidates(batch, device)
         times: dict[tuple[str, str], list[float]] = {}
         stage_times: dict[tuple[str, str], dict[str, list[float]]] = {}
@@ -224,6 +221,8 @@ def run(args) -> dict:
             "targets": targets,
         }
     result["machine"]["loadavg_after"] = os.getloadavg()
+    # Set by create_model (c3d_distill.memory); C3D_DISTILL_MALLOC=system measures without it.
+    result["malloc"] = "reuse freed large blocks" if reusing_freed_memory() else "glibc default (mmap)"
     return result
 
 
