@@ -45,7 +45,11 @@ PATHS = ("plain", "fast", "compiled")
 
 
 class StageClock(dict):
-    """Passed as ``stages`` to VideoNet._run: records when each conv stage finishes, keeps no tensors."""
+    """Passed as ``stages`` to VideoNet._run: records when each conv stage finishes, keeps no tensors
+    (so the fast path may still fuse a stage with its pool: that stage's time then includes the pool,
+    which otherwise counts in the next stage's time)."""
+
+    keeps_tensors = False
 
     def __init__(self, sync):
         super().__init__()

@@ -115,7 +115,7 @@ fn pool_size(threads: usize) -> usize {
 /// The pools belong to the process that built them: a child made by `fork` (a DataLoader worker,
 /// say) inherits the list but not the threads, so it must build its own, or it would wait forever on
 /// threads that do not exist.
-fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
     type Pools = (u32, Vec<(usize, Arc<rayon::ThreadPool>)>);
     static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let size = pool_size(threads);

@@ -7,6 +7,7 @@
 //! those buffers.
 pub mod cache;
 pub mod clips;
+pub mod conv;
 pub mod decode;
 pub mod error;
 pub mod pool;

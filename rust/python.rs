@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use numpy::ndarray::{ArrayViewD, IxDyn};
-use numpy::{Element, PyArray};
+use numpy::{Element, PyArray, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -19,6 +19,7 @@ use pyo3::types::PyDict;
 
 use crate::cache;
 use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
+use crate::conv;
 use crate::error::ClipError;
 use crate::pool::{self, Pooled};
 use crate::transform::{Layout, Resize, MAX_SIDE};
@@ -330,6 +331,77 @@ fn default_threads() -> usize {
     clips::default_threads()
 }
 
+/// `conv.rs`'s fused temporal conv + bias + ReLU + max-pool on float32 numpy views of torch tensors:
+/// `x` (N, T, H, W, C), `weight` (Cout, C, 3, 1, 1), `bias` (Cout), `out` (N, T/pt, H/2, W/2, Cout),
+/// all C-contiguous; `out` is filled in place.
+#[pyfunction]
+#[pyo3(signature = (x, weight, bias, out, *, pt, threads))]
+fn temporal_conv_pool(
+    py: Python<'_>,
+    x: PyReadonlyArrayDyn<'_, f32>,
+    weight: PyReadonlyArrayDyn<'_, f32>,
+    bias: PyReadonlyArrayDyn<'_, f32>,
+    mut out: PyReadwriteArrayDyn<'_, f32>,
+    pt: usize,
+    threads: usize,
+) -> PyResult<()> {
+    let what = "temporal_conv_pool";
+    let contiguous = |ok: bool, name: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(PyValueError::new_err(format!(
+                "{what}: {name} must be C-contiguous"
+            )))
+        }
+    };
+    contiguous(x.is_c_contiguous(), "x")?;
+    contiguous(weight.is_c_contiguous(), "weight")?;
+    contiguous(bias.is_c_contiguous(), "bias")?;
+    contiguous(out.is_c_contiguous(), "out")?;
+    let d = x.shape().to_vec();
+    let (wd, od) = (weight.shape().to_vec(), out.shape().to_vec());
+    if d.len() != 5 || od.len() != 5 {
+        return Err(PyValueError::new_err(format!(
+            "{what}: x and out must be 5-D (N, T, H, W, C), got {d:?} and {od:?}"
+        )));
+    }
+    if wd.len() != 5 || wd[1] != d[4] || wd[2..] != [3, 1, 1] {
+        return Err(PyValueError::new_err(format!(
+            "{what}: weight must be (Cout, {}, 3, 1, 1), got {wd:?}",
+            d[4]
+        )));
+    }
+    let shape = conv::Shape {
+        n: d[0],
+        t: d[1],
+        h: d[2],
+        w: d[3],
+        c: d[4],
+        cout: wd[0],
+        pt,
+    };
+    let (to, ho, wo) = shape.out_dims();
+    if od != [shape.n, to, ho, wo, shape.cout] {
+        return Err(PyValueError::new_err(format!(
+            "{what}: out has shape {od:?}, expected {:?}",
+            [shape.n, to, ho, wo, shape.cout]
+        )));
+    }
+    let (xs, ws, bs) = (x.as_slice()?, weight.as_slice()?, bias.as_slice()?);
+    let os = out.as_slice_mut()?;
+    let threads = threads.clamp(1, clips::MAX_THREADS);
+    guarded(py, what, || {
+        conv::temporal_conv_pool(xs, shape, ws, bs, os, threads)
+    })
+}
+
+/// Whether `temporal_conv_pool` can run on this CPU (AVX-512F) with `c` input channels.
+#[pyfunction]
+fn temporal_conv_pool_supported(c: usize) -> bool {
+    conv::available() && conv::supported_channels(c)
+}
+
 #[pymodule]
 #[pyo3(name = "_clips")]
 fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -341,6 +413,8 @@ fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
+    m.add_function(wrap_pyfunction!(temporal_conv_pool, m)?)?;
+    m.add_function(wrap_pyfunction!(temporal_conv_pool_supported, m)?)?;
     m.add_class::<BatchBuffer>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

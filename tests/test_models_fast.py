@@ -68,6 +68,48 @@ def test_inference_matches_plain(name, grad_mode):
     assert rel_err(ff, fp) < 1e-5 and rel_err(lf, lp) < 1e-5
 
 
+def _rust_kernel_here() -> bool:
+    from c3d_distill import _clips
+
+    return _clips.temporal_conv_pool_supported(32)
+
+
+@pytest.mark.skipif(not _rust_kernel_here(), reason="the fused Rust kernel needs AVX-512F")
+@pytest.mark.parametrize("name, width", [("sp", 0.5), ("sp_bn", 0.5), ("sp", 1.0)])
+def test_fused_temporal_conv_pool_matches_plain(name, width, monkeypatch):
+    """At widths where sp's conv1/conv2 have 32–128 channels, the inference path fuses their temporal
+    conv, ReLU and pool in Rust; features and logits still match the plain layers, and the kernel ran."""
+    from c3d_distill.models import fast as fast_mod
+
+    calls = []
+    real = fast_mod.temporal_conv_pool
+    monkeypatch.setattr(
+        fast_mod, "temporal_conv_pool", lambda y, w, b, pt: calls.append((y.shape[1], pt)) or real(y, w, b, pt)
+    )
+    plain, fast = pair(name, 6, width=width, size=28 if width == 1.0 else 36)
+    randomise_bn(plain), randomise_bn(fast)
+    plain.eval(), fast.eval()
+    x = torch.randn(2, 3, 16, *plain.input_hw)
+    with torch.inference_mode():
+        lp, lf = plain(x), fast(x)
+        fp, ff = plain.features(x), fast.features(x)
+    c1 = round(64 * width)
+    assert calls[:2] == [(c1, 1), (2 * c1, 2)]  # conv1 with pool1 (1,2,2), conv2 with pool2 (2,2,2)
+    assert rel_err(ff, fp) < 1e-5 and rel_err(lf, lp) < 1e-5
+    per_pass = len(calls) // 2  # two passes; at width 0.5 conv3b (128 channels) fuses pool3 as well
+    calls.clear()
+    with torch.inference_mode():  # stage outputs are read before pooling: nothing to fuse
+        fast.forward_stages(x)
+    assert calls == []
+
+    class Recorder(dict):  # notes that stages finished, keeps no tensors (as benches/bench_models.py)
+        keeps_tensors = False
+
+    with torch.inference_mode():
+        assert rel_err(fast._run(x, Recorder()), fp) < 1e-5
+    assert len(calls) == per_pass
+
+
 def training_step(model, x, target):
     loss = (model(x) - target).square().mean()
     loss.backward()
@@ -110,7 +152,7 @@ def test_sp_bn_train_stage_matches_plain():
         p_mod, f_mod = getattr(plain, name), getattr(fast, name)
         x = x.detach().requires_grad_(True)
         xf = x.detach().clone().contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
-        yp, yf = p_mod(x), sp_stage(xf, f_mod)
+        yp, yf = p_mod(x), sp_stage(xf, f_mod)[0]
         assert rel_err(yf, yp) < 1e-5, name
         g = torch.randn_like(yp)
         yp.backward(g), yf.backward(g)
@@ -192,3 +234,29 @@ def test_cuda_fast_matches_plain(name):
     for (k, p), (_, q) in zip(plain.named_parameters(), fast.named_parameters(), strict=True):
         # float32 weight gradients are sums over the whole batch: cuDNN's algorithms differ by ~1e-6
         assert rel_err(q.grad, p.grad) < max(tol, 1e-4) or (q.grad - p.grad).abs().max() < 1e-9, k
+
+
+@pytest.mark.skipif(not _rust_kernel_here(), reason="the fused Rust kernel needs AVX-512F")
+def test_fused_kernel_rejects_bad_arguments():
+    """Bad shapes reach Python as ValueError naming the argument, never a crash or a wrong result."""
+    import numpy as np
+    from c3d_distill import _clips
+
+    x = np.zeros((1, 4, 4, 4, 32), np.float32)
+    w, b = np.zeros((32, 32, 3, 1, 1), np.float32), np.zeros(32, np.float32)
+    out = np.zeros((1, 4, 2, 2, 32), np.float32)
+    _clips.temporal_conv_pool(x, w, b, out, pt=1, threads=1)  # the valid call
+    bad = [
+        (dict(x=np.zeros((1, 4, 4, 4, 16), np.float32)), "weight must be"),  # weight says 32 channels
+        (dict(x=np.zeros((1, 4, 4, 4, 48), np.float32), w=np.zeros((32, 48, 3, 1, 1), np.float32)), "48"),
+        (dict(w=np.zeros((32, 32, 1, 3, 1), np.float32)), "weight must be"),
+        (dict(out=out[:, :2]), "out has shape"),
+        (dict(x=np.zeros((1, 4, 4, 4, 64), np.float32)[..., ::2]), "C-contiguous"),
+        (dict(pt=3, out=np.zeros((1, 1, 2, 2, 32), np.float32)), "temporal pool 3"),
+        (dict(b=np.zeros(16, np.float32)), "bias"),
+    ]
+    for change, msg in bad:
+        args = dict(x=x, w=w, b=b, out=out, pt=1)
+        args.update(change)
+        with pytest.raises(ValueError, match=msg):
+            _clips.temporal_conv_pool(args["x"], args["w"], args["b"], args["out"], pt=args["pt"], threads=1)

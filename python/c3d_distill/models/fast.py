@@ -11,6 +11,10 @@ own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go
   the same NDHWC memory;
 * runs the wide, small 3-D convs (14², 7²) and the MC 2-D part in NCDHW / NCHW, where oneDNN's blocked
   kernels beat channels-last (one copy of a pooled tensor at the switch; the fold stays a view);
+* runs sp's first two temporal convs together with their ReLU and the max-pool after them in one
+  Rust AVX-512 kernel (``c3d_distill._clips.temporal_conv_pool``, rust/conv.rs) on CPUs that have it:
+  oneDNN's conv wrote a 411 MB (conv1) / 205 MB (conv2) activation a batch of 8 that the pool read
+  again; the kernel pools each tile in registers and only writes the pooled output;
 * fuses conv + bias + ReLU in one oneDNN primitive for CPU inference (``torch.ops.mkldnn.
   _convolution_pointwise``, the op torch.compile's CPU backend emits), and folds eval-mode BatchNorm
   into the conv weights;
@@ -122,8 +126,73 @@ def from_frames(y: torch.Tensor, n: int) -> torch.Tensor:
     return y.reshape(n, nt // n, c, h, w).permute(0, 2, 1, 3, 4)
 
 
-def sp_stage(x: torch.Tensor, mod: nn.Module) -> torch.Tensor:
-    """:class:`SPConv` on a channels-last-3d (N, Cin, T, H, W) → channels-last-3d (N, Cout, T, H, W)."""
+def _rust_pool(pool) -> int | None:
+    """The temporal pool factor when ``pool`` is one the Rust kernel fuses ((1|2, 2, 2), stride = kernel,
+    no padding), else None."""
+    if pool is None:
+        return None
+    k, s, p = pool
+    if tuple(k) in ((1, 2, 2), (2, 2, 2)) and tuple(s) == tuple(k) and not any(p):
+        return k[0]
+    return None
+
+
+_RUST_CHANNELS: dict[int, bool] = {}
+
+
+def _can_fuse_pool(y: torch.Tensor, weight: torch.Tensor, pool) -> int | None:
+    """The temporal pool factor when the temporal conv on ``y`` can run fused with ``pool`` in Rust."""
+    pt = _rust_pool(pool)
+    if pt is None or not _can_fuse(y, weight) or weight.shape[0] % 32:
+        return None
+    c = y.shape[1]
+    if c not in _RUST_CHANNELS:
+        from .. import _clips
+
+        _RUST_CHANNELS[c] = _clips.temporal_conv_pool_supported(c)
+    if not _RUST_CHANNELS[c] or y.shape[2] < pt or min(y.shape[3:]) < 2:
+        return None
+    return pt
+
+
+# A torch custom op, so that torch.compile sees one opaque call with a known output shape (dynamo
+# cannot trace through the numpy views the Rust function takes).
+@torch.library.custom_op("c3d_distill::temporal_conv_pool", mutates_args=())
+def _temporal_conv_pool_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pt: int) -> torch.Tensor:
+    from .. import _clips
+
+    n, _, t, h, w = y.shape
+    out = torch.empty(n, t // pt, h // 2, w // 2, weight.shape[0], dtype=y.dtype)
+    _clips.temporal_conv_pool(
+        y.contiguous(memory_format=CL3).permute(0, 2, 3, 4, 1).numpy(),
+        weight.contiguous().numpy(),
+        bias.contiguous().numpy(),
+        out.numpy(),
+        pt=pt,
+        threads=torch.get_num_threads(),
+    )
+    return out.permute(0, 4, 1, 2, 3)
+
+
+@_temporal_conv_pool_op.register_fake
+def _(y, weight, bias, pt):
+    n, _, t, h, w = y.shape
+    return y.new_empty(n, t // pt, h // 2, w // 2, weight.shape[0]).permute(0, 4, 1, 2, 3)
+
+
+def temporal_conv_pool(
+    y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, pt: int
+) -> torch.Tensor:
+    """max_pool3d(ReLU(conv3d(y, weight, bias, padding (1,0,0))), (pt,2,2)) in one pass (rust/conv.rs):
+    channels-last-3d (N, C, T, H, W) in, channels-last-3d (N, Cout, T/pt, H/2, W/2) out. Inference
+    only (no autograd formula): callers check :func:`_can_fuse_pool` first."""
+    b = bias if bias is not None else weight.new_zeros(weight.shape[0])
+    return _temporal_conv_pool_op(y, weight.detach(), b.detach(), pt)
+
+
+def sp_stage(x: torch.Tensor, mod: nn.Module, pool=None) -> tuple[torch.Tensor, bool]:
+    """:class:`SPConv` on a channels-last-3d (N, Cin, T, H, W) → channels-last-3d (N, Cout, T, H, W),
+    and whether ``pool`` (the max-pool after the stage, if given) was applied too (fused in Rust)."""
     n = x.shape[0]
     sbn, tbn = mod.spatial_bn, mod.temporal_bn
     train_bn = sbn is not None and sbn.training
@@ -140,9 +209,12 @@ def sp_stage(x: torch.Tensor, mod: nn.Module) -> torch.Tensor:
     if train_bn:
         z = F.conv3d(y, mod.temporal.weight, mod.temporal.bias, padding=(1, 0, 0))
         z = F.relu_(_bn_train(frames_view(z), tbn))
-        return from_frames(z, n)
+        return from_frames(z, n), False
     wt, bt = _bn_folded(mod.temporal, tbn)
-    return conv_relu(y, wt, bt, (1, 0, 0))
+    pt = _can_fuse_pool(y, wt, pool)
+    if pt is not None:
+        return temporal_conv_pool(y, wt, bt, pt), True
+    return conv_relu(y, wt, bt, (1, 0, 0)), False
 
 
 # 3-D convs run channels-last while frames are large (oneDNN's direct NDHWC kernels win there: conv1
@@ -159,10 +231,14 @@ def run_fast(model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] |
     """The fast forward of a :class:`VideoNet` up to the flattened pool5 features (N, feature_dim)."""
     for st in model.plan:
         mod = getattr(model, st.name)
+        pooled = False
         if st.kind == "3d":
             x = conv_relu(x.contiguous(memory_format=_layout_3d(st)), mod.weight, mod.bias, (1, 1, 1))
         elif st.kind == "sp":
-            x = sp_stage(x.contiguous(memory_format=CL3), mod)
+            # The pool can be fused into the stage unless the caller keeps the stage's own output (a
+            # recorder that only notes when stages finish says so with ``keeps_tensors = False``).
+            fusable = st.pool if stages is None or not getattr(stages, "keeps_tensors", True) else None
+            x, pooled = sp_stage(x.contiguous(memory_format=CL3), mod, fusable)
         else:
             # The 2-D part is wide (1024–2048 channels) at 28² and below: NCHW kernels are faster there,
             # and the fold of a contiguous (N, C, T, H, W) tensor is a view.
@@ -172,7 +248,7 @@ def run_fast(model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] |
             x = conv_relu(x, mod.weight, mod.bias, (1, 1))
         if stages is not None:
             stages[st.name] = x
-        if st.pool is not None:
+        if st.pool is not None and not pooled:
             k, s, p = st.pool
             x = (F.max_pool2d if st.kind == "2d" else F.max_pool3d)(x, k, s, p)
     return x.flatten(1)
