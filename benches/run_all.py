@@ -25,6 +25,7 @@ BENCHES = {
     "transfer": ("bench_transfer.py", [], ["--width", "0.25", "--seeds", "1"]),
     "memory": ("bench_memory.py", [], ["--clips", "3000", "--warmup", "1000", "--repeats", "1"]),
     "fuzz": ("fuzz.py", [], ["--cases", "100"]),
+    "fused_pool": ("bench_fused_pool.py", [], ["--batch", "2", "--reps", "1"]),
 }
 
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.names or list(BENCHES):
         script, full, quick = BENCHES[name]
         cmd = [sys.executable, str(HERE / script), *(quick if args.quick else full)]
+        if args.quick:  # a smoke run must not overwrite the recorded figures in benches/results/
+            cmd += ["--out", str(HERE / "results" / "tmp" / f"{name}_quick.json")]
         print(f"\n=== {name}: {' '.join(cmd[1:])}", flush=True)
         t = time.perf_counter()
         rc = subprocess.call(cmd)

@@ -69,9 +69,9 @@ def test_inference_matches_plain(name, grad_mode):
 
 
 def _rust_kernel_here() -> bool:
-    from c3d_distill import _clips
+    from c3d_distill.models.fast import fused_pool_available
 
-    return _clips.temporal_conv_pool_supported(32)
+    return fused_pool_available()
 
 
 @pytest.mark.skipif(not _rust_kernel_here(), reason="the fused Rust kernel needs AVX-512F")

@@ -65,6 +65,24 @@ def stats() -> dict[str, int]:
     with the index and were retried more carefully: slower, never wrong), and ``pooled_bytes`` (batch
     buffers kept for reuse: at most 6 buffers and 512 MiB)."""
 
+def temporal_conv_pool(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    out: np.ndarray,
+    *,
+    pt: int,
+    threads: int,
+) -> None:
+    """max_pool3d(ReLU(conv3d(x, weight, bias, padding (1,0,0))), (pt, 2, 2)) on float32, C-contiguous
+    arrays: ``x`` (N, T, H, W, C), ``weight`` (Cout, C, 3, 1, 1), ``bias`` (Cout), ``out``
+    (N, T//pt, H//2, W//2, Cout), filled in place (rust/conv.rs; AVX-512F, C in 32/64/128, Cout a
+    multiple of 32, pt 1 or 2). User code gets it through the models' fast path
+    (``c3d_distill.models.fast``)."""
+
+def temporal_conv_pool_supported(c: int) -> bool:
+    """Whether ``temporal_conv_pool`` runs on this CPU with ``c`` input channels."""
+
 class BatchBuffer:
     """The memory behind a ``read_clips`` array (its ``.base``). When the array and every view or
     tensor of it are gone, the buffer is recycled for a later batch instead of freed."""

@@ -138,11 +138,21 @@ def _rust_pool(pool) -> int | None:
 
 
 _RUST_CHANNELS: dict[int, bool] = {}
+# Set to False to run sp's temporal convs and pools as separate oneDNN / PyTorch ops (for comparisons:
+# benches/bench_fused_pool.py).
+FUSE_POOL = True
+
+
+def fused_pool_available() -> bool:
+    """Whether this CPU runs the fused Rust kernel (AVX-512F) at all."""
+    from .. import _clips
+
+    return _clips.temporal_conv_pool_supported(64)
 
 
 def _can_fuse_pool(y: torch.Tensor, weight: torch.Tensor, pool) -> int | None:
     """The temporal pool factor when the temporal conv on ``y`` can run fused with ``pool`` in Rust."""
-    pt = _rust_pool(pool)
+    pt = _rust_pool(pool) if FUSE_POOL else None
     if pt is None or not _can_fuse(y, weight) or weight.shape[0] % 32:
         return None
     c = y.shape[1]
