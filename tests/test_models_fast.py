@@ -75,8 +75,11 @@ def _rust_kernel_here() -> bool:
 
 
 @pytest.mark.skipif(not _rust_kernel_here(), reason="the fused Rust kernel needs AVX-512F")
-@pytest.mark.parametrize("name, width", [("sp", 0.5), ("sp_bn", 0.5), ("sp", 1.0)])
-def test_fused_temporal_conv_pool_matches_plain(name, width, monkeypatch):
+@pytest.mark.parametrize(
+    "name, width, grad_mode",
+    [("sp", 0.5, "inference_mode"), ("sp_bn", 0.5, "no_grad"), ("sp", 1.0, "inference_mode")],
+)
+def test_fused_temporal_conv_pool_matches_plain(name, width, grad_mode, monkeypatch):
     """At widths where sp's conv1/conv2 have 32–128 channels, the inference path fuses their temporal
     conv, ReLU and pool in Rust; features and logits still match the plain layers, and the kernel ran."""
     from c3d_distill.models import fast as fast_mod
@@ -90,7 +93,7 @@ def test_fused_temporal_conv_pool_matches_plain(name, width, monkeypatch):
     randomise_bn(plain), randomise_bn(fast)
     plain.eval(), fast.eval()
     x = torch.randn(2, 3, 16, *plain.input_hw)
-    with torch.inference_mode():
+    with torch.inference_mode() if grad_mode == "inference_mode" else torch.no_grad():
         lp, lf = plain(x), fast(x)
         fp, ff = plain.features(x), fast.features(x)
     c1 = round(64 * width)
