@@ -11,10 +11,11 @@ own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go
   the same NDHWC memory;
 * runs the wide, small 3-D convs (14², 7²) and the MC 2-D part in NCDHW / NCHW, where oneDNN's blocked
   kernels beat channels-last (one copy of a pooled tensor at the switch; the fold stays a view);
-* runs sp's first two temporal convs together with their ReLU and the max-pool after them in one
-  Rust AVX-512 kernel (``c3d_distill._clips.temporal_conv_pool``, rust/conv.rs) on CPUs that have it:
-  oneDNN's conv wrote a 411 MB (conv1) / 205 MB (conv2) activation a batch of 8 that the pool read
-  again; the kernel pools each tile in registers and only writes the pooled output;
+* runs an SP temporal conv with 32–128 channels that a max-pool follows (conv1 and conv2 at full
+  width) together with its ReLU and that pool in one Rust AVX-512 kernel
+  (``c3d_distill._clips.temporal_conv_pool``, rust/conv.rs) on CPUs that have it: oneDNN's conv wrote
+  a 411 MB (conv1) / 205 MB (conv2) activation a batch of 8 that the pool read again; the kernel pools
+  each tile in registers and only writes the pooled output;
 * fuses conv + bias + ReLU in one oneDNN primitive for CPU inference (``torch.ops.mkldnn.
   _convolution_pointwise``, the op torch.compile's CPU backend emits), and folds eval-mode BatchNorm
   into the conv weights;
