@@ -3,7 +3,7 @@
 Every repetition times, alternating which goes first: c3d's fast path, then sp (and sp_bn) on the fast
 path with the kernel (``c3d_distill.models.fast.FUSE_POOL = True``) and without it (oneDNN's
 (3,1,1) conv, then ``max_pool3d``), one forward of one batch each, inference mode; and the two fused
-stages alone (conv1 + pool1, conv2 + pool2) both ways. Reported: medians, the per-repetition ratio
+stages alone (conv1 + pool1, conv2 + pool2) and their temporal conv + pool alone, both ways. Reported: medians, the per-repetition ratio
 (fused / unfused, and each against c3d of the same repetition, the pair seconds apart) with its range.
 
     .venv/bin/python benches/bench_fused_pool.py                    # batch 8, 9 repetitions
@@ -52,6 +52,19 @@ def stage_fn(model, name: str, x: torch.Tensor):
     return run
 
 
+def temporal_fn(mod, y: torch.Tensor, pool):
+    """An SP stage's temporal conv + ReLU + pool alone: fused when ``FUSE_POOL``, else oneDNN + pool."""
+    k, s, p = pool
+
+    def run():
+        pt = fast_mod._can_fuse_pool(y, mod.temporal.weight, pool)
+        if pt is not None:
+            return fast_mod.temporal_conv_pool(y, mod.temporal.weight, mod.temporal.bias, pt)
+        return F.max_pool3d(fast_mod.conv_relu(y, mod.temporal.weight, mod.temporal.bias, (1, 0, 0)), k, s, p)
+
+    return run
+
+
 def summary(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -68,6 +81,15 @@ def run(args) -> dict:
     x1 = x.contiguous(memory_format=torch.channels_last_3d)
     x2 = F.max_pool3d(stages["conv1"], (1, 2, 2), (1, 2, 2)).contiguous(memory_format=torch.channels_last_3d)
     parts = {"conv1+pool1": stage_fn(sp, "conv1", x1), "conv2+pool2": stage_fn(sp, "conv2", x2)}
+    # The fused op alone: each temporal conv + ReLU + pool on its real input (the spatial conv's output).
+    for name, xin in (("conv1", x1), ("conv2", x2)):
+        st = next(s for s in sp.plan if s.name == name)
+        mod = getattr(sp, name)
+        frames = fast_mod.frames_view(xin)
+        w, b = mod.spatial.weight[:, :, 0], mod.spatial.bias
+        with torch.inference_mode():
+            y = fast_mod.from_frames(fast_mod.conv_relu(frames, w, b, (1, 1)), xin.shape[0])
+        parts[f"{name} temporal+pool only"] = temporal_fn(mod, y, st.pool)
     times: dict[str, list[float]] = {}
 
     def record(key, fn):
