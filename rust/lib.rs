@@ -4,7 +4,8 @@
 //! `video` opens and indexes a file, `cache` keeps indexes per process, `decode` plans and runs the
 //! decoding of the frames a group of clips needs, `transform` turns a decoded frame into its place
 //! in the batch, `clips` runs groups of clips in parallel into one buffer, and `pool` recycles
-//! those buffers.
+//! those buffers. `conv` is the one model-side piece: the SP students' temporal conv + ReLU + max-pool
+//! fused in an AVX-512 kernel, used by the Python fast path on the CPU.
 pub mod cache;
 pub mod clips;
 pub mod conv;
