@@ -125,8 +125,8 @@ def loader_memory(videos: list[Path], threads: int, batches: int) -> dict:
     while n < batches:
         loader.set_epoch(epoch)
         for x, _ in loader:
-            batch_bytes = max(batch_bytes, x.numel() * x.element_size())
-            shape = list(x.shape)
+            if x.numel() * x.element_size() > batch_bytes:  # a full batch, not an epoch's last, partial one
+                batch_bytes, shape = x.numel() * x.element_size(), list(x.shape)
             n += 1
             if n > 3:
                 steady.append(proc_status()["VmRSS"])
