@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -390,7 +391,7 @@ def test_cli_writes_a_loadable_student_and_the_report(tmp_path, teacher, capsys)
     assert json.loads(capsys.readouterr().out)["student"] == "sp"
 
 
-def test_cli_probe_clips_from_a_data_set(tmp_path, teacher):
+def test_cli_probe_clips_from_a_data_set(tmp_path, teacher, capsys):
     from c3d_distill.cli import main
     from c3d_distill.datasets import make_synthetic
 
@@ -403,22 +404,30 @@ def test_cli_probe_clips_from_a_data_set(tmp_path, teacher):
     report = json.loads((tmp_path / "mc5.transfer.json").read_text())
     assert report["probe"]["source"] == "given" and report["probe"]["check_clips"] == 2
     assert report["feature_cosine"] > 0.5
-    with pytest.raises(SystemExit, match="--probe-data: .* 4 training videos, --probe-clips asks for 50"):
-        main([*args, "--probe-clips", "50"])
-    with pytest.raises(SystemExit, match="--probe-data"):
-        main([*args[:-1], f"synth:{tmp_path / 'nothing'}"])
+    assert main([*args, "--probe-clips", "50"]) == 2
+    assert re.search("c3d-distill: error: --probe-data: .* 4 training videos, --probe-clips asks for 50",
+                     capsys.readouterr().err)
+    assert main([*args[:-1], f"synth:{tmp_path / 'nothing'}"]) == 2
+    assert "c3d-distill: error: --probe-data" in capsys.readouterr().err
 
 
 def test_cli_errors(tmp_path, capsys):
     from c3d_distill.cli import main
 
-    with pytest.raises(SystemExit, match="no such checkpoint"):
-        main(["transfer", "--teacher", str(tmp_path / "missing.pt"), "--student", "mc4", "--out", "x.pt"])
-    with pytest.raises(SystemExit, match="--student"):
-        main(["transfer", "--teacher", "t.pt", "--student", "resnet", "--out", "x.pt"])
+    def error(argv) -> str:
+        assert main(argv) == 2  # one line, no traceback
+        err = capsys.readouterr().err
+        assert err.startswith("c3d-distill: error: ") and "Traceback" not in err
+        return err
+
+    assert "no such checkpoint" in error(["transfer", "--teacher", str(tmp_path / "missing.pt"), "--student",
+                                          "mc4", "--out", "x.pt"])
+    assert "--student" in error(["transfer", "--teacher", "t.pt", "--student", "resnet", "--out", "x.pt"])
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(SystemExit, match="junk.pt"):
-        main(["transfer", "--teacher", str(tmp_path / "junk.pt"), "--student", "mc4", "--out", "x.pt"])
+    assert "junk.pt" in error(["transfer", "--teacher", str(tmp_path / "junk.pt"), "--student", "mc4",
+                               "--out", "x.pt"])
+    with pytest.raises(ValueError, match="junk.pt"):  # --debug: the exception itself
+        main(["--debug", "transfer", "--teacher", str(tmp_path / "junk.pt"), "--student", "mc4", "--out", "x.pt"])
 
 
 def test_nn_module_teacher_with_other_layers_is_refused():

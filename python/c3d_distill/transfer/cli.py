@@ -119,21 +119,23 @@ def run(args: argparse.Namespace) -> int:
     from .core import transfer
 
     if args.student not in list_models() or args.student == "c3d":
-        raise SystemExit(f"--student: {args.student!r} is not a student model ({STUDENT_HELP})")
+        raise ValueError(f"--student: {args.student!r} is not a student model ({STUDENT_HELP})")
     if args.probe_clips < 2:
-        raise SystemExit(f"--probe-clips: need at least 2 (one to fit, one to check), got {args.probe_clips}")
+        raise ValueError(f"--probe-clips: need at least 2 (one to fit, one to check), got {args.probe_clips}")
     try:
         teacher, meta = load_teacher(args.teacher, width=args.width, frames=args.frames, size=args.size,
                                      device=args.device)
-    except (FileNotFoundError, ValueError) as exc:
-        raise SystemExit(f"--teacher: {exc}" if not str(exc).startswith("--teacher") else str(exc)) from exc
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"--teacher: {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"--teacher: {exc}" if not str(exc).startswith("--teacher") else str(exc)) from exc
     probe = None
     if args.probe_data:
         try:
             probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"])
         except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a bad spec, too few or unreadable videos
             msg = str(exc)
-            raise SystemExit(msg if msg.startswith("--probe-data") else f"--probe-data: {msg}") from exc
+            raise ValueError(msg if msg.startswith("--probe-data") else f"--probe-data: {msg}") from exc
     student, report = transfer(teacher, args.student, probe=probe, probe_size=args.probe_clips,
                                calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed)
     out = Path(args.out)

@@ -1,0 +1,38 @@
+"""The command line itself: only the module of the command being run is imported (``probe`` and ``data``
+never pay for torch), and every command is still listed by ``--help``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from c3d_distill.cli import COMMANDS, build_parser, main
+
+CHECK = """
+import sys
+from c3d_distill.cli import main
+rc = main({argv!r})
+print("TORCH" if "torch" in sys.modules else "NO-TORCH", rc)
+"""
+
+
+def run_in_fresh_process(argv: list[str]) -> str:
+    proc = subprocess.run([sys.executable, "-c", CHECK.format(argv=argv)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_probe_and_data_commands_do_not_import_torch(mpeg4_avi, tmp_path):
+    assert run_in_fresh_process(["probe", str(mpeg4_avi)]) == "NO-TORCH 0"
+    (tmp_path / "l.txt").write_text(f"{mpeg4_avi} 0\n", encoding="utf-8")
+    assert run_in_fresh_process(["data", "info", f"list:{tmp_path / 'l.txt'}", "--probe", "1"]) == "NO-TORCH 0"
+
+
+def test_help_lists_every_command(capsys):
+    assert main([]) == 2  # no command: the help, with every command in it
+    out = capsys.readouterr().out
+    for name in COMMANDS:
+        assert name in out
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert set(sub.choices) == set(COMMANDS)
