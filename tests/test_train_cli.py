@@ -107,6 +107,25 @@ def test_resume_refuses_other_settings(teacher, synth, tmp_path, capsys):
     assert "lr: 0.002 → 0.005" in error(capsys, [*args, "--lr", "0.005", "--resume"])
 
 
+def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(synth, tmp_path, capsys):
+    out = tmp_path / "again"
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *SHAPE, *FAST, "--epochs", "1"]
+    assert main(args) == 0
+    names = ("config.json", "metrics.jsonl", "checkpoint.pt", "eval.json")
+    before = {n: (out / n).read_bytes() for n in names}
+    err = error(capsys, args)
+    assert f"--out {out}: already holds a run (checkpoint.pt, config.json)" in err and "--overwrite" in err
+    assert {n: (out / n).read_bytes() for n in names} == before  # untouched
+    assert "choose one" in error(capsys, [*args, "--resume", "--overwrite"])
+    # --overwrite starts again: nothing of the old run survives (no stale eval.json, checkpoint or rows)
+    assert main([*args, "--overwrite", "--stop-after", "0"]) == 0
+    assert not (out / "eval.json").exists() and not (out / "checkpoint.pt").exists()
+    assert (out / "metrics.jsonl").read_text() == "" and (out / "config.json").exists()
+    # a config.json alone (a run stopped before its first checkpoint) is a run too
+    assert "already holds a run (config.json)" in error(capsys, args)
+    assert main([*args, "--resume"]) == 0 and (out / "eval.json").exists()
+
+
 @pytest.mark.slow  # a fresh process (torch import) plus a resumed run
 def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(teacher, synth, tmp_path):
     out = tmp_path / "killed"
@@ -195,6 +214,7 @@ def test_distill_errors_name_the_option(teacher, synth, tmp_path, capsys):
     assert "--width 0.125: the teacher was trained with width=0.0625" in error(
         capsys, [*base, "--teacher", str(teacher), "--width", "0.125"]
     )
+    assert not (tmp_path / "x").exists()  # refused before anything was written: no empty run folder
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):  # --debug: the exception itself
         main(["--debug", *base, "--teacher", str(tmp_path / "nope")])
 

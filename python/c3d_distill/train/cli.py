@@ -143,7 +143,19 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--threads", type=int, help="decode threads of the loader")
-    g.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt when present")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its checkpoint.pt (from epoch 1 when there is none yet); the "
+        "settings, data and teacher must be the run's",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start again in an --out folder that already holds a run (its checkpoint, metrics and "
+        "evaluation are removed once the new run's checks pass); without --resume or --overwrite such a "
+        "folder is refused",
+    )
     g.add_argument(
         "--stop-after", type=int, help="leave after this many epochs (continue later with --resume)"
     )
@@ -213,7 +225,7 @@ def _run(args: argparse.Namespace, mode: str) -> int:
 
     cfg = config_from_args(args, mode)
     try:
-        result = run(cfg, resume=args.resume, stop_after=args.stop_after)
+        result = run(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
         if result and distributed.is_main():
             print(_summary(result))
     finally:

@@ -299,23 +299,58 @@ def _model_figures(model: nn.Module, meta: dict) -> dict[str, Any]:
 # the run
 
 
-def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+# What a run writes into its folder; a fresh start removes the ones a previous run left.
+RUN_FILES = (CHECKPOINT_NAME, "config.json", "metrics.jsonl", "eval.json", "transfer.json")
+
+
+def check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a run in a folder that already holds one, unless told to continue it (``resume``)
+    or to replace it (``overwrite``). Reads only: nothing is written or removed here."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite: choose one (continue the run in --out, or start it again)")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder")
+    held = [n for n in (CHECKPOINT_NAME, "config.json") if (out / n).exists()]
+    if held and not resume and not overwrite:
+        raise ValueError(
+            f"--out {out}: already holds a run ({', '.join(held)}); pass --resume to continue it, "
+            "--overwrite to replace it, or choose another folder"
+        )
+
+
+def prepare_out_folder(out: Path, *, fresh: bool) -> None:
+    """Create the run folder; on a fresh start remove what an earlier run left there (its checkpoint,
+    metrics, final evaluation, transfer report, TensorBoard log), so nothing stale survives."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not fresh:
+        return
+    for name in RUN_FILES:
+        (out / name).unlink(missing_ok=True)
+    if (out / "tb").is_dir():
+        shutil.rmtree(out / "tb")
+
+
+def run(
+    cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+) -> dict[str, Any]:
     """Train or distil as ``cfg`` says; returns the final evaluation (rank 0; other ranks get the same).
 
     ``resume``: continue from ``cfg.out/checkpoint.pt`` when it exists (same results as an uninterrupted run).
+    ``overwrite``: start again in a folder that holds a run (its files are removed once the settings,
+    the data and the teacher have been checked); without it or ``resume`` such a folder is refused.
     ``stop_after``: leave after that many epochs in this call (a pre-emptible job; ``resume`` continues).
+    Nothing is written before every check has passed: a refused run leaves no folder behind.
     """
     cfg.validate()
-    dinfo = distributed.setup(cfg.device)
-    device = dinfo.device
-    out = Path(cfg.out)
     if not cfg.out:
         raise ValueError("--out: a run folder is needed")
-    if dinfo.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    distributed.barrier()
-    if device.type == "cpu" and cfg.compile:
-        pass  # torch.compile works on CPU too; left to the user
+    out = Path(cfg.out)
+    check_out_folder(out, resume=resume, overwrite=overwrite)
+    dinfo = distributed.setup(cfg.device)
+    device = dinfo.device
+    distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     seed_everything(cfg.seed)
     train_list, test_list = load_lists(cfg)
     num_classes = cfg.num_classes or len(train_list.classes)
@@ -395,6 +430,15 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
     )
     optimizer = build_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
+    train_loader = make_train_loader(cfg, train_list.items, device)
+    test_loader = make_eval_loader(cfg, test_list.items, device, cfg.eval_clips)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"--batch-size {cfg.batch_size}: larger than the training split ({len(train_list)} videos)"
+        )
+    total_steps = steps_per_epoch * cfg.epochs
+
     start_epoch, step, rows = 0, 0, []
     ckpt_path = out / CHECKPOINT_NAME
     if resume and ckpt_path.exists():
@@ -407,19 +451,13 @@ def run(cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None) 
         set_rng_state(ckpt["rng"])
     elif resume and dinfo.is_main:
         print(f"--resume: no checkpoint in {out} yet, starting from epoch 1")
+    # Every check has passed: only now is the folder created (or a replaced run's files removed).
     if dinfo.is_main:
+        prepare_out_folder(out, fresh=start_epoch == 0 and not rows)
         cfg.save(out / "config.json")
         if transfer_report is not None:
             (out / "transfer.json").write_text(json.dumps(transfer_report, indent=2, default=float) + "\n")
-
-    train_loader = make_train_loader(cfg, train_list.items, device)
-    test_loader = make_eval_loader(cfg, test_list.items, device, cfg.eval_clips)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"--batch-size {cfg.batch_size}: larger than the training split ({len(train_list)} videos)"
-        )
-    total_steps = steps_per_epoch * cfg.epochs
+    distributed.barrier()
 
     def lr_fn(s: int) -> float:
         return lr_at(
