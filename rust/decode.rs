@@ -198,8 +198,9 @@ pub fn decode_frames(
     // Non-reference frames that are not wanted need not be decoded at all (nothing refers to them),
     // which for long GOPs with B-frames saves a large share of the decoding. Only with one decoder
     // thread (the option then applies packet by packet), a timestamp index to number the frames
-    // that do come out, and on the fast route (the last retry decodes everything and counts).
-    if threads == 1 && route.seek && index.pts_reliable {
+    // that do come out, on the fast route (the last retry decodes everything and counts), and for
+    // codecs whose "non-reference" means that no frame at all refers to it (`discards_safely`).
+    if threads == 1 && route.seek && index.pts_reliable && discards_safely(index.codec_id) {
         s.skippable = Some(vec![false; index.num_frames]);
     }
     let mut next = 0usize; // position in `wanted`
@@ -320,6 +321,23 @@ pub fn decode_frames(
             )));
         }
     }
+}
+
+/// Codecs for which FFmpeg's AVDISCARD_NONREF drops only frames that no other frame refers to, so
+/// that every frame still decoded is identical to a full decode:
+/// - H.264: it drops NAL units with `nal_ref_idc == 0`, which the standard forbids any picture to
+///   use for prediction (FFmpeg decodes no SVC/MVC layers that could);
+/// - MPEG-1/2 and MPEG-4 part 2: it drops B-pictures / B-VOPs, which are never references.
+///
+/// HEVC is left out on purpose: FFmpeg drops every TRAIL_N, TSA_N, STSA_N, RADL_N and RASL_N
+/// picture, but those are only *sub-layer* non-reference pictures: with several temporal layers a
+/// picture of a higher layer may refer to them, and skipping one gives wrong pixels under the right
+/// timestamp, which no later check can notice. (tests/test_exactness.py shows it on a stream whose
+/// referenced pictures are labelled TRAIL_N.) Other codecs (VP8/VP9/AV1, ...) are not listed
+/// because their decoders' handling of the option was not verified; they simply decode everything.
+fn discards_safely(id: ffmpeg::codec::Id) -> bool {
+    use ffmpeg::codec::Id;
+    matches!(id, Id::H264 | Id::MPEG1VIDEO | Id::MPEG2VIDEO | Id::MPEG4)
 }
 
 /// Before sending `packet`: discard it if it is a non-reference frame (the decoder decides that)

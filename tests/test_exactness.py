@@ -6,6 +6,7 @@ of values that differ by more than 10 (rounding never does that; the moving test
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -23,6 +24,9 @@ CASES: dict[str, dict] = {
                               extra=["-x264-params", "open-gop=1:scenecut=0"]),
     "hevc_mp4": dict(codec="libx265", bframes=4, gop=12, frames=48, suffix="mp4",
                      extra=["-x265-params", "log-level=error"]),
+    # x265's temporal sub-layers: its unreferenced B-frames go to layer 1 as TSA_N pictures.
+    "hevc_temporal_layers_mp4": dict(codec="libx265", bframes=4, gop=12, frames=48, suffix="mp4",
+                                     extra=["-x265-params", "log-level=error:temporal-layers=1:b-pyramid=1"]),
     "vp9_webm": dict(codec="libvpx-vp9", gop=12, frames=48, suffix="webm"),
     "vp8_webm": dict(codec="libvpx", gop=12, frames=48, suffix="webm"),
     "mpeg4_avi": dict(codec="mpeg4", gop=12, frames=48, suffix="avi", extra=["-q:v", "3"]),
@@ -167,3 +171,34 @@ def test_exact_resize_switch_is_bit_identical_to_ffmpeg(videos, tmp_path):
     subprocess.run([sys.executable, "-c", _EXACT_CHILD, str(path), str(out)], check=True, env=env, timeout=60)
     ref = ffmpeg_frames(path, size=(50, 67))[[0, 5, 9]]
     np.testing.assert_array_equal(np.load(out), ref)
+
+
+def test_non_reference_frames_are_skipped_only_where_nothing_refers_to_them(videos, tmp_path):
+    # FFmpeg's HEVC decoder drops every "sub-layer non-reference" picture (TRAIL_N, TSA_N, ...) when
+    # asked to skip non-reference frames, yet a picture of a higher temporal layer may refer to one.
+    # x265 here cannot make such a stream (its temporal layers put only unreferenced B-frames on
+    # top), so relabel every referenced TRAIL_R picture TRAIL_N: FFmpeg decodes the stream the same
+    # (references come from the slice headers), but skipping "non-reference" frames would now drop
+    # references and give wrong pixels under the right timestamps.
+    orig = videogen.encode(tmp_path / "hevc_one_gop.mp4", codec="libx265", bframes=4, gop=60, frames=60,
+                           size=SMALL, extra=["-x265-params", "log-level=error"])
+    relabelled = tmp_path / "hevc_relabelled.mp4"
+    shutil.copy(orig, relabelled)
+    _, n = videogen.relabel_hevc_nal_types(relabelled, 1, 0)  # TRAIL_R -> TRAIL_N
+    assert n > 10
+    ref = ffmpeg_frames(relabelled)
+    np.testing.assert_array_equal(ref, ffmpeg_frames(orig))
+    idx = [40, 50, 59]
+    for path in (orig, relabelled):
+        before = _clips.stats()
+        got = VideoReader(path).get_frames(idx, threads=1)  # one decoder thread: the skipping route
+        assert_frames_match(got, ref, idx, path.name)
+        # HEVC decodes every frame up to the last one wanted (one GOP: no seek).
+        assert _clips.stats()["frames_decoded"] - before["frames_decoded"] == 60, path.name
+    # H.264 still skips: its non-reference frames (nal_ref_idc 0) are referred to by nothing.
+    path, ref = videos["h264_bframes_mp4"]
+    before = _clips.stats()
+    got = VideoReader(path).get_frames([11], threads=1)
+    assert_frames_match(got, ref, [11], "h264_bframes_mp4")
+    assert _clips.stats()["frames_decoded"] - before["frames_decoded"] < 12
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from pathlib import Path
 
@@ -90,3 +91,27 @@ def broken_files(folder: str | os.PathLike, good_mp4: Path) -> dict[str, Path]:
     out["headless"] = folder / "headless.mp4"
     out["headless"].write_bytes(data[len(data) // 2:])
     return out
+
+
+def relabel_hevc_nal_types(path: str | os.PathLike, old: int, new: int) -> tuple[Path, int]:
+    """Rewrite the NAL unit type ``old`` as ``new`` in every NAL unit of a single-track HEVC MP4
+    (length-prefixed NAL units in one ``mdat``); returns the path and how many were rewritten. Only
+    the type bits of the NAL header change, so lengths and offsets stay valid."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"mdat")
+    if pos < 4:
+        raise ValueError(f"{path}: no mdat box")
+    (size,) = struct.unpack_from(">I", data, pos - 4)
+    end, p, n = pos - 4 + size, pos + 4, 0
+    while p + 4 < end:
+        (length,) = struct.unpack_from(">I", data, p)
+        header = data[p + 4]
+        if (header >> 1) & 0x3F == old:
+            data[p + 4] = (header & 0x81) | (new << 1)
+            n += 1
+        p += 4 + length
+    if p != end:
+        raise ValueError(f"{path}: mdat is not a plain run of length-prefixed NAL units")
+    path.write_bytes(bytes(data))
+    return path, n
