@@ -246,6 +246,73 @@ def test_eval_command(teacher, synth, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == res
 
 
+@pytest.fixture(scope="module")
+def lists(tiny_synth_root, tmp_path_factory) -> dict[str, str]:
+    """The tiny set's fold-1 train and test videos as two list: files sharing one classes.txt."""
+    from c3d_distill.datasets import load
+
+    d = tmp_path_factory.mktemp("lists")
+    for split in ("train", "test"):
+        vl = load(f"synth:{tiny_synth_root}", split)
+        (d / f"{split}.txt").write_text("".join(f"{p} {vl.classes[y]}\n" for p, y in vl.items))
+        (d / "classes.txt").write_text("".join(c + "\n" for c in vl.classes))
+    return {split: f"list:{d / f'{split}.txt'}" for split in ("train", "test")}
+
+
+def test_list_data_needs_its_test_videos_named(lists, tmp_path, capsys):
+    out = tmp_path / "l"
+    args = ["train", "--model", "c3d", "--data", lists["train"], "--out", str(out), *SHAPE, *FAST,
+            "--epochs", "1"]
+    err = error(capsys, args)
+    assert "is one split" in err and "--test-data list:TEST_FILE" in err and not out.exists()
+    assert "--test-split test: " in error(capsys, [*args, "--test-split", "test"])  # a list has no splits
+    # held-out videos from their own list
+    assert main([*args, "--test-data", lists["test"]]) == 0
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["held_out"] is True and ev["test_videos"] == 6 and ev["test_data"] == lists["test"]
+    assert "NOT held out" not in capsys.readouterr().out
+    # the training list again: allowed when asked for, and labelled everywhere as not held out
+    assert main([*args, "--test-data", lists["train"], "--overwrite"]) == 0
+    cap = capsys.readouterr()
+    assert "18 of the 18 test videos" in cap.err and "not a held-out score" in cap.err
+    assert "NOT held out" in cap.out
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["held_out"] is False and ev["test_videos_also_in_training"] == 18
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "† not held out" in (tmp_path / "rep" / "table.md").read_text()
+    # eval knows the videos the run was trained on (the checkpoint records their fingerprint)
+    res = tmp_path / "e.json"
+    assert main(["eval", str(out), "--data", lists["train"], "--clips", "1", "--json", str(res),
+                 "--no-progress"]) == 0
+    assert json.loads(res.read_text())["held_out"] is False and json.loads(res.read_text())["split"] is None
+    assert "these are the videos" in capsys.readouterr().err
+    assert main(["eval", str(out), "--data", lists["test"], "--clips", "1", "--json", str(res),
+                 "--no-progress"]) == 0
+    assert json.loads(res.read_text())["held_out"] is True
+    assert "--split test: " in error(capsys, ["eval", str(out), "--data", lists["test"], "--split", "test"])
+
+
+def test_test_data_must_have_the_same_classes(lists, synth, tmp_path, capsys):
+    other = tmp_path / "two.txt"
+    lines = Path(lists["test"][5:]).read_text().splitlines()
+    other.write_text("\n".join(x for x in lines if not x.endswith(lines[0].split()[-1])) + "\n")
+    err = error(capsys, ["train", "--data", lists["train"], "--test-data", f"list:{other}", "--out",
+                         str(tmp_path / "x"), *SHAPE, *FAST])
+    assert "its classes differ from the training data's" in err  # 2 classes (no classes.txt there) vs 3
+
+
+def test_help_describes_the_data_options(capsys):
+    for cmd in ("train", "distill", "eval"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "ucf101:ROOT[:FOLD]" in text and "[:SPLIT]" not in text and "list:FILE" in text
+        if cmd != "eval":
+            for opt in ("--test-data SPEC", "--train-split TRAIN_SPLIT split of the fold",
+                        "--test-split TEST_SPLIT split of the fold", "--sampler {random,uniform,center} how"):
+                assert opt in text, (cmd, opt)
+
+
 def test_report_command(teacher, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(teacher), "--out", str(out)]) == 0

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -62,6 +64,21 @@ class VideoList:
         for _, label in self.items:
             out[label] += 1
         return out
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies these videos, independent of where the data set lies: ``{"videos", "classes",
+        "sha256"}``, the hash over the class names and the sorted ``(path relative to root, label)`` pairs.
+        A run stores its data's fingerprints, so ``--resume`` notices another data set (a moved one is the
+        same) and ``eval`` notices the videos a model was trained on."""
+        h = hashlib.sha256()
+        h.update(json.dumps(list(self.classes)).encode())
+        root = self.root
+        rel = sorted(
+            (os.path.relpath(p, root) if root else p).replace(os.sep, "/") + "\t" + str(label)
+            for p, label in self.items
+        )
+        h.update("\n".join(rel).encode())
+        return {"videos": len(self.items), "classes": len(self.classes), "sha256": h.hexdigest()}
 
     def __repr__(self) -> str:
         return f"VideoList({self.name or 'videos'}: {len(self.items)} videos, {len(self.classes)} classes)"

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from .config import DEFAULT_MEAN, DEFAULT_STD, INITS, LOSSES, OPTIMIZERS, SCHEDULES, RunConfig
 
+DATA_HELP = (
+    "data set: ucf101:ROOT[:FOLD], hmdb51:ROOT[:FOLD], synth:DIR[:FOLD] (FOLD 1-3, default 1; the split "
+    "within the fold is chosen separately) or list:FILE ('path label' lines: one split)"
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -47,10 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("eval", help="clip and video accuracy of a run or checkpoint")
     p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
-        "--data", required=True, help="data set spec (ucf101:ROOT[:SPLIT], hmdb51:…, list:FILE, synth:DIR)"
+        "--split",
+        default=None,
+        help="train or test (HMDB51 also unused) split of the fold (default test); not for list:FILE, which "
+        "is one split",
     )
-    p.add_argument("--split", default="test")
     p.add_argument("--teacher", help="run folder or checkpoint of a teacher: adds the pool5 feature error")
     p.add_argument("--clips", type=int, default=10, help="uniformly spaced clips per video (default 10)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -76,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
-    p.add_argument("--data", help="use this data set spec instead of the synthetic set")
+    p.add_argument("--data", help="use this data set spec instead of the synthetic set (" + DATA_HELP + ")")
+    p.add_argument("--test-data", metavar="SPEC", help="its test videos, when not from --data (needed with list:)")
     p.add_argument("--students", help="comma-separated students (default mc4,sp,sp_bn)")
     p.add_argument("--teacher-epochs", type=int, help="override the preset")
     p.add_argument("--student-epochs", type=int, help="override the preset")
@@ -87,8 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     d = RunConfig()
+    p.add_argument("--data", required=True, help=DATA_HELP + "; the training videos (--train-split)")
     p.add_argument(
-        "--data", required=True, help="ucf101:ROOT[:SPLIT], hmdb51:ROOT[:SPLIT], list:FILE or synth:DIR"
+        "--test-data",
+        metavar="SPEC",
+        help="where the test videos come from when not from --data (its --test-split): needed with "
+        "--data list:FILE, which is one split (e.g. --data list:train.txt --test-data list:val.txt)",
     )
     p.add_argument("--out", required=True, help="run folder")
     g = p.add_argument_group("model")
@@ -110,7 +123,9 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "--sampler",
         choices=("random", "uniform", "center"),
         default="random",
-        help="how training clips are drawn from each video",
+        help="how training clips are drawn from each video each epoch: random (a random start per clip, "
+        "default), uniform (--clips-per-video evenly spaced clips, the same every epoch) or center (the "
+        "middle clip); test clips are always uniform",
     )
     g.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
     g.add_argument("--stride", type=int, default=d.stride)
@@ -123,8 +138,17 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "--eval-clips", type=int, default=d.eval_clips, help="clips per test video after each epoch"
     )
     g.add_argument("--final-eval-clips", type=int, default=d.final_eval_clips)
-    g.add_argument("--train-split", default="train")
-    g.add_argument("--test-split", default="test")
+    g.add_argument(
+        "--train-split",
+        default=None,
+        help="split of the fold in --data to train on (default train); not for list:FILE, one split",
+    )
+    g.add_argument(
+        "--test-split",
+        default=None,
+        help="split of the fold in --test-data (or --data) evaluated after each epoch and at the end "
+        "(default test; HMDB51 also has unused); not for list:FILE, one split",
+    )
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -162,14 +186,26 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _split(spec: str | None, split: str | None, option: str, default: str) -> str:
+    """The split named by ``option``: a list: spec has none (it is one split), a fold defaults to ``default``."""
+    if split is not None and spec is not None and spec.startswith("list:"):
+        raise ValueError(
+            f"{option} {split}: {spec} is one split (a list file has no train/test parts); give the test "
+            "videos as their own list with --test-data list:FILE"
+        )
+    return default if split is None else split
+
+
 def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
+    test_spec = args.test_data or args.data
     cfg = RunConfig(
         mode=mode,
         model=args.model,
         data=args.data,
         out=args.out,
-        train_split=args.train_split,
-        test_split=args.test_split,
+        train_split=_split(args.data, args.train_split, "--train-split", "train"),
+        test_split=_split(test_spec, args.test_split, "--test-split", "test"),
+        test_data=args.test_data,
         dropout=args.dropout,
         fast=not args.plain,
         stride=args.stride,
@@ -236,9 +272,10 @@ def _run(args: argparse.Namespace, mode: str) -> int:
 def _summary(r: dict) -> str:
     fe = r.get("final_feature_err")
     fe_s = f", feature error {fe:.3f}" if fe is not None else ""
+    held = "" if r.get("held_out", True) else " (NOT held out: the test videos include training videos)"
     return (
         f"{r['run']}: {r['model']} ({r['init']}, {r['loss']}) clip acc {r.get('final_top1', float('nan')):.3f}, "
-        f"video acc {r.get('final_video_acc', float('nan')):.3f}{fe_s}"
+        f"video acc {r.get('final_video_acc', float('nan')):.3f}{fe_s}{held}"
     )
 
 
@@ -295,5 +332,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         student_epochs=args.student_epochs,
         fresh=args.fresh,
         progress=args.progress,
+        test_data=args.test_data,
     )
     return 0

@@ -31,6 +31,8 @@ class RunConfig:
     out: str = ""
     train_split: str = "train"
     test_split: str = "test"
+    # Where the test videos come from when not from ``data`` (needed with a ``list:`` spec, one split).
+    test_data: str | None = None
     num_classes: int | None = None  # taken from the data set when None
     # model shape
     width: float = 1.0

@@ -97,13 +97,14 @@ def demo_configs(
     teacher_epochs: int | None = None,
     student_epochs: int | None = None,
     progress: bool = True,
+    test_data: str | None = None,
 ) -> tuple[RunConfig, list[RunConfig]]:
     """The teacher's and the students' run configs for ``preset``."""
     if preset not in PRESETS:
         raise ValueError(f"--preset: {preset!r} is not one of {', '.join(PRESETS)}")
     p = PRESETS[preset]
     runs = out / "runs"
-    common = dict(data=data, device=device, progress=progress, **p["shape"], **p["common"])
+    common = dict(data=data, test_data=test_data, device=device, progress=progress, **p["shape"], **p["common"])
     if device == "cpu":
         common.pop("amp", None)
     t = dict(p["teacher"])
@@ -140,8 +141,11 @@ def run_demo(
     student_epochs: int | None = None,
     fresh: bool = False,
     progress: bool = True,
+    test_data: str | None = None,
 ) -> dict[str, Any]:
-    """Run the demo; returns ``{"rows": table rows, "times": seconds per step, "report": folder}``."""
+    """Run the demo; returns ``{"rows": table rows, "times": seconds per step, "report": folder}``.
+
+    ``data`` replaces the synthetic set (``test_data``: its test videos, needed for a ``list:`` spec)."""
     from .report import find_runs, markdown_table, table_rows, write_report
     from .run import run
 
@@ -166,6 +170,7 @@ def run_demo(
         teacher_epochs=teacher_epochs,
         student_epochs=student_epochs,
         progress=progress,
+        test_data=test_data,
     )
     for cfg in [teacher, *studs]:
         run_dir = Path(cfg.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ def evaluate_checkpoint(
     path: str | Path,
     data: str,
     *,
-    split: str = "test",
+    split: str | None = None,
     teacher: str | Path | None = None,
     clips: int = 10,
     batch_size: int = 16,
@@ -26,14 +27,23 @@ def evaluate_checkpoint(
 
     The clip pipeline (resize, crop, normalisation) is the one the run was trained with, read from the
     checkpoint's config.
+
+    ``split``: of the fold (default ``"test"``); a ``list:`` spec is one split and takes none. When the
+    videos are the ones the run was trained on (its checkpoint records their fingerprint), a warning says
+    so and the result has ``held_out: false``.
     """
     from ..datasets import load
     from . import distributed
     from .engine import StudentNet, evaluate, to_channels_last
-    from .run import _model_figures, load_run_model, make_eval_loader
+    from .run import _model_figures, is_list_spec, load_run_model, make_eval_loader
 
     if clips < 1:
         raise ValueError(f"--clips: must be at least 1, got {clips}")
+    if is_list_spec(data):
+        if split is not None:
+            raise ValueError(f"--split {split}: {data} is one split (a list file has no train/test parts)")
+    elif split is None:
+        split = "test"
     dev = distributed.resolve_device(device)
     model, meta, ckpt = load_run_model(path)
     cfg = (
@@ -42,7 +52,15 @@ def evaluate_checkpoint(
         else RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
     )
     cfg.batch_size, cfg.threads, cfg.device = batch_size, threads, device
-    vids = load(data, split)
+    vids = load(data, split or "train")
+    trained_on = (ckpt.get("inputs") or {}).get("train_data")
+    held_out = None  # unknown: a checkpoint from before fingerprints were recorded
+    if trained_on is not None:
+        held_out = vids.fingerprint()["sha256"] != trained_on.get("sha256")
+        if not held_out:
+            where = data if split is None else f"{data} ({split})"
+            print(f"WARNING: --data {where}: these are the videos {path} was trained on; the accuracy below "
+                  "is a training score, not a held-out one", file=sys.stderr, flush=True)
     if len(vids.classes) != meta["num_classes"]:
         raise ValueError(
             f"--data {data}: {len(vids.classes)} classes, but the model was trained for {meta['num_classes']}"
@@ -80,6 +98,7 @@ def evaluate_checkpoint(
         "model": meta["name"],
         "data": data,
         "split": split,
+        "held_out": held_out,
         "clips_per_video": clips,
         "epoch": ckpt.get("epoch"),
         **_model_figures(model, meta),

@@ -90,6 +90,7 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
                 "video_acc": e.get("final_video_acc"),
                 "test_ce": e.get("final_ce"),
                 "feature_err": e.get("final_feature_err"),
+                "held_out": e.get("held_out", True),
                 "finished": r.eval is not None,
             }
         )
@@ -110,12 +111,17 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines = []
     for r in rows:
         params = _fmt(r["params"] / 1e6, ".2f") + " M" if r["params"] is not None else "–"
+        mark = "" if r.get("held_out", True) else " †"
         lines.append(
             f"| {r['model']} | {r['init']} | {r['loss']} | {params} | {_fmt(r['gmacs'], '.3f')} "
             f"| {_fmt(r['train_clips_per_s'], '.1f')} | {_fmt(r['eval_clips_per_s'], '.1f')} "
-            f"| {_fmt(r['clip_acc'], '.3f')} | {_fmt(r['video_acc'], '.3f')} | {_fmt(r['feature_err'], '.3f')} |"
+            f"| {_fmt(r['clip_acc'], '.3f')}{mark} | {_fmt(r['video_acc'], '.3f')}{mark} "
+            f"| {_fmt(r['feature_err'], '.3f')} |"
         )
-    return head + "\n".join(lines) + "\n"
+    note = ""
+    if any(not r.get("held_out", True) for r in rows):
+        note = "\n† not held out: the test videos of that run include training videos\n"
+    return head + "\n".join(lines) + "\n" + note
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,16 +66,50 @@ def seed_everything(seed: int) -> None:
 # data
 
 
+def is_list_spec(spec: str | None) -> bool:
+    return bool(spec) and str(spec).startswith("list:")
+
+
+def describe_test_data(cfg: RunConfig) -> str:
+    """The test videos as the user named them: ``SPEC (split)``, or the list for a ``list:`` spec."""
+    spec = cfg.test_data or cfg.data
+    return spec if is_list_spec(spec) else f"{spec} ({cfg.test_split})"
+
+
 def load_lists(cfg: RunConfig):
+    """The training and test videos. A ``list:`` spec is one split: its test videos must come from
+    ``--test-data`` (evaluating on the training videos by default would report a training score as a
+    test score). Both must have the same classes in the same order."""
     from ..datasets import load
 
+    if is_list_spec(cfg.data) and not cfg.test_data:
+        raise ValueError(
+            f"--data {cfg.data}: a list: file is one split, so there is no test split to evaluate on; give "
+            "the held-out videos with --test-data list:TEST_FILE (or --test-data with the same list to "
+            "evaluate on the training videos: the results are then labelled as not held out)"
+        )
     train = load(cfg.data, cfg.train_split)
-    test = load(cfg.data, cfg.test_split)
+    test = load(cfg.test_data or cfg.data, cfg.test_split)
     if len(train) == 0:
         raise ValueError(f"--data {cfg.data}: the {cfg.train_split!r} split has no videos")
     if len(test) == 0:
-        raise ValueError(f"--data {cfg.data}: the {cfg.test_split!r} split has no videos")
+        raise ValueError(f"--test-data {describe_test_data(cfg)}: no videos")
+    if list(train.classes) != list(test.classes):
+        only_train = [c for c in train.classes if c not in test.classes]
+        only_test = [c for c in test.classes if c not in train.classes]
+        why = (f"only in the training data: {only_train[:8]}; only in the test data: {only_test[:8]}"
+               if only_train or only_test else "the same names in another order")
+        raise ValueError(
+            f"--test-data {describe_test_data(cfg)}: its classes differ from the training data's ({why}); "
+            "labels would not mean the same class (put one classes.txt beside both lists)"
+        )
     return train, test
+
+
+def test_overlap(train, test) -> int:
+    """How many test videos are training videos too."""
+    seen = {p for p, _ in train.items}
+    return sum(p in seen for p, _ in test.items)
 
 
 def _read_kwargs(cfg: RunConfig, device: torch.device, *, train: bool) -> dict[str, Any]:
@@ -353,12 +387,23 @@ def run(
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     seed_everything(cfg.seed)
     train_list, test_list = load_lists(cfg)
+    overlap = test_overlap(train_list, test_list)
+    if overlap and dinfo.is_main:
+        print(
+            f"WARNING: {overlap} of the {len(test_list)} test videos ({describe_test_data(cfg)}) are training "
+            "videos too: the test accuracy of this run is not a held-out score (eval.json says held_out: "
+            "false)",
+            file=sys.stderr,
+            flush=True,
+        )
     num_classes = cfg.num_classes or len(train_list.classes)
     if num_classes != len(train_list.classes):
         raise ValueError(
             f"--num-classes {cfg.num_classes}: the data set has {len(train_list.classes)} classes"
         )
     cfg.num_classes = num_classes
+    # What the run learns from, recorded in every checkpoint: --resume checks it, eval warns on it.
+    inputs: dict[str, Any] = {"train_data": train_list.fingerprint(), "test_data": test_list.fingerprint()}
 
     teacher = None
     transfer_report = None
@@ -525,7 +570,7 @@ def run(
             log.add({**base, "split": "train", **tr, "time_total": now})
             log.add({**base, "split": "test", **te, "time_total": now})
             if dinfo.is_main:
-                save_checkpoint(_state(model, meta, optimizer, step, epoch + 1, cfg, log.rows), ckpt_path)
+                save_checkpoint(_state(model, meta, optimizer, step, epoch + 1, cfg, log.rows, inputs), ckpt_path)
                 if progress:
                     _print_epoch(run_name, epoch + 1, cfg.epochs, tr, te)
             distributed.barrier()
@@ -547,6 +592,10 @@ def run(
                 **_model_figures(model, meta),
                 "train_clips_per_s": float(np.median([r["clips_per_s"] for r in train_rows])),
                 "eval_clips": cfg.final_eval_clips,
+                "test_data": describe_test_data(cfg),
+                "test_videos": len(test_list),
+                "held_out": overlap == 0,
+                "test_videos_also_in_training": overlap,
                 "device": str(device),
                 "world_size": dinfo.world_size,
                 **{f"final_{k}": v for k, v in fin.items()},
@@ -570,8 +619,9 @@ def run(
         log.close()
 
 
-def _state(model, meta, optimizer, step, epoch, cfg, rows) -> dict[str, Any]:
+def _state(model, meta, optimizer, step, epoch, cfg, rows, inputs) -> dict[str, Any]:
     return {
+        "inputs": inputs,
         "format": FORMAT,
         "model": unwrap(model).state_dict(),
         "model_meta": meta,
