@@ -203,6 +203,7 @@ def test_distill(teacher, synth, tmp_path, student, init, loss, extra):
         # epoch 2 used the cached teacher outputs of epoch 1 (same clips: centre sampler and crop)
         # (16 of the 18 videos per epoch, drop_last: at least 14 repeat) + all 6 test clips of epoch 2
         assert ev["teacher_cache"]["hits"] >= 14 + 6
+        assert ev["teacher_cache"]["not_stored"] == 0 and ev["teacher_cache"]["limit_mb"] == 2048
 
 
 def test_distill_errors_name_the_option(teacher, synth, tmp_path, capsys):
@@ -210,6 +211,9 @@ def test_distill_errors_name_the_option(teacher, synth, tmp_path, capsys):
     assert "no such checkpoint" in error(capsys, [*base, "--teacher", str(tmp_path / "nope")])
     assert "--teacher-cache: needs deterministic crops" in error(
         capsys, [*base, "--teacher", str(teacher), "--teacher-cache"]
+    )
+    assert "--teacher-cache: needs a deterministic sampler (--sampler center or uniform)" in error(
+        capsys, [*base, "--teacher", str(teacher), "--teacher-cache", "--crop-mode", "center", "--no-flip"]
     )
     assert "--width 0.125: the teacher was trained with width=0.0625" in error(
         capsys, [*base, "--teacher", str(teacher), "--width", "0.125"]

@@ -202,6 +202,40 @@ def test_cache_runs_the_teacher_on_misses_only():
     assert cache.misses == 10
 
 
+def test_cache_stops_storing_at_its_memory_cap_and_still_gives_the_right_outputs():
+    teacher = create_model("c3d", 4, **TINY).eval()
+    x = torch.randn(4, 3, 16, 16, 16)
+    meta = {"video": torch.tensor([0, 1, 2, 3]), "frames": torch.arange(16).repeat(4, 1)}
+    per_entry = (teacher.feature_dim + 4) * 4 + TeacherCache.ENTRY_OVERHEAD
+    cache = TeacherCache(max_bytes=2 * per_entry + 10)  # room for two clips
+    direct = run_teacher(teacher, x, stages=False, amp=False)
+    for _ in range(3):  # the same four clips every "epoch": two hit, two are recomputed
+        out = run_teacher(teacher, x, stages=False, amp=False, cache=cache, meta=meta)
+        assert torch.allclose(out.features, direct.features, atol=1e-6)
+        assert torch.allclose(out.logits, direct.logits, atol=1e-6)
+    assert len(cache) == 2 and cache.nbytes <= cache.max_bytes and cache.full
+    assert cache.hits == 4 and cache.misses == 8 and cache.not_stored == 6
+    st = cache.stats()
+    assert st["entries"] == 2 and st["not_stored"] == 6 and st["limit_mb"] > 0
+
+
+def test_teacher_cache_needs_a_deterministic_sampler():
+    from c3d_distill.train.config import RunConfig
+
+    kw = dict(mode="distill", teacher="t", loss="kd", teacher_cache=True, crop_mode="center", flip=False)
+    with pytest.raises(ValueError, match="--teacher-cache: needs a deterministic sampler"):
+        RunConfig(**kw).validate()  # the default sampler is random
+    for sampler in ("center", "uniform"):
+        RunConfig(sampler=sampler, **kw).validate()
+    with pytest.raises(ValueError, match="--teacher-cache-mb: must be positive"):
+        RunConfig(sampler="center", teacher_cache_mb=0, **kw).validate()
+    # configs written when the sampler lived in "extra" still read
+    old = RunConfig(sampler="center", **kw).to_dict()
+    del old["sampler"]
+    old["extra"] = {"sampler": "uniform"}
+    assert RunConfig.from_dict(old).sampler == "uniform"
+
+
 def test_permute_colours_is_per_clip_and_reproducible():
     from c3d_distill.train.engine import permute_colours
 

@@ -45,7 +45,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--teacher-cache",
         action="store_true",
-        help="cache the teacher's pool5 features and logits per clip (needs --crop-mode center --no-flip)",
+        help="cache the teacher's pool5 features and logits per clip, so later epochs skip the teacher "
+        "(needs the same clips every epoch: --sampler center or uniform, --crop-mode center --no-flip)",
+    )
+    p.add_argument(
+        "--teacher-cache-mb",
+        type=float,
+        default=RunConfig().teacher_cache_mb,
+        help="memory cap of --teacher-cache in MB (default %(default)g): beyond it no new clip is stored "
+        "(those clips run the teacher every epoch; eval.json counts them)",
     )
     _common(p, distill=True)
     p.set_defaults(func=cmd_distill)
@@ -235,8 +243,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         threads=args.threads,
         progress=args.progress,
     )
-    if args.sampler != "random":
-        cfg.extra["sampler"] = args.sampler
+    cfg.sampler = args.sampler
     for k in ("width", "frames", "size"):
         v = getattr(args, k, None)
         if v is not None:
@@ -252,6 +259,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         cfg.temperature = args.temperature
         cfg.alpha = args.alpha
         cfg.teacher_cache = args.teacher_cache
+        cfg.teacher_cache_mb = args.teacher_cache_mb
     return cfg
 
 

@@ -13,6 +13,7 @@ MODES = ("train", "distill")
 LOSSES = ("ce", "feature", "kd", "feature+kd")
 INITS = ("transfer", "random")
 OPTIMIZERS = ("sgd", "adamw")
+SAMPLERS = ("random", "uniform", "center")
 SCHEDULES = ("cosine", "step", "constant")
 
 # Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB).
@@ -50,8 +51,10 @@ class RunConfig:
     temperature: float = 4.0
     alpha: float = 0.9
     teacher_cache: bool = False
+    teacher_cache_mb: float = 2048.0  # the training-clip cache stops storing beyond this (it never evicts)
     eval_cache: bool = True  # teacher outputs on the (fixed) evaluation clips, kept when they fit in 1 GiB
     # sampling
+    sampler: str = "random"  # training clips: random start per clip, uniform (evenly spaced) or center
     stride: int = 1
     clips_per_video: int = 1
     crop_mode: str = "random"
@@ -109,12 +112,23 @@ class RunConfig:
                 bad("loss", "distillation needs feature, kd or feature+kd")
         if self.teacher_cache and self.hints:
             bad("teacher_cache", "cannot be combined with --hints (stage activations are not cached)")
+        if self.sampler not in SAMPLERS:
+            bad("sampler", f"{self.sampler!r} is not one of {SAMPLERS}")
         if self.teacher_cache and (self.crop_mode != "center" or self.flip or self.color_permute):
             bad(
                 "teacher_cache",
                 "needs deterministic crops (--crop-mode center --no-flip, no --color-permute): the cache key is "
                 "(video, frame indices, crop)",
             )
+        if self.teacher_cache and self.sampler == "random":
+            bad(
+                "teacher_cache",
+                "needs a deterministic sampler (--sampler center or uniform): the cache key is (video, frame "
+                "indices, crop), and --sampler random draws new frames for every clip every epoch, so the "
+                "cache would almost never hit while growing by one entry per clip",
+            )
+        if self.teacher_cache_mb <= 0:
+            bad("teacher_cache_mb", f"must be positive, got {self.teacher_cache_mb}")
         for name in (
             "epochs",
             "batch_size",
@@ -161,6 +175,10 @@ class RunConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {', '.join(unknown)}")
         d = dict(d)
+        extra = dict(d.get("extra") or {})
+        if "sampler" not in d and "sampler" in extra:  # configs written before sampler was a field
+            d["sampler"] = extra.pop("sampler")
+            d["extra"] = extra
         for k in ("resize", "mean", "std"):
             if d.get(k) is not None:
                 d[k] = tuple(d[k])

@@ -138,20 +138,59 @@ class TeacherCache:
     """Teacher pool5 features and logits per clip, keyed by (video, frame indices, crop key).
 
     Valid only when a clip's pixels are a function of that key — deterministic crops without random
-    flips (the run config checks it) — so later epochs with the same sampling skip the teacher. Values are
-    kept on the CPU in ``dtype`` (float32: bit-identical to recomputing).
+    flips (the run config checks it) — and useful only when later epochs draw the same clips (a
+    deterministic sampler: the run config checks that too), so they skip the teacher. Values are kept on
+    the CPU in ``dtype`` (float32: bit-identical to recomputing).
+
+    ``max_bytes`` caps the memory of the stored values (plus a per-entry overhead estimate): once full,
+    new clips are no longer stored (nothing is evicted; such clips run the teacher every time) and
+    ``not_stored`` counts them. ``hits`` / ``misses`` count lookups.
     """
 
-    def __init__(self, crop_key: Any = None, dtype: torch.dtype = torch.float32):
+    ENTRY_OVERHEAD = 512  # bytes per entry beyond the tensors' data: key tuple, tensor objects, dict slot
+
+    def __init__(self, crop_key: Any = None, dtype: torch.dtype = torch.float32, max_bytes: int | None = None):
         self.crop_key = crop_key
         self.dtype = dtype
+        self.max_bytes = max_bytes
         self.store: dict[tuple, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.hits = 0
         self.misses = 0
+        self.not_stored = 0
+        self.nbytes = 0
 
     def key(self, video: int, frames: torch.Tensor, namespace: str = "train") -> tuple:
         # ``video`` indexes one split's item list: the namespace keeps train and test clips apart.
         return (namespace, int(video), tuple(int(f) for f in frames.tolist()), self.crop_key)
+
+    def add(self, key: tuple, features: torch.Tensor, logits: torch.Tensor | None) -> bool:
+        """Store one clip's outputs (copied to the CPU in ``dtype``) unless that would pass ``max_bytes``."""
+        size = features.numel() * self.dtype.itemsize + self.ENTRY_OVERHEAD
+        if logits is not None:
+            size += logits.numel() * self.dtype.itemsize
+        if key in self.store:  # the same clip twice in one batch
+            return True
+        if self.max_bytes is not None and self.nbytes + size > self.max_bytes:
+            self.not_stored += 1
+            return False
+        lg = logits.to("cpu", self.dtype).clone() if logits is not None else None
+        self.store[key] = (features.to("cpu", self.dtype).clone(), lg)
+        self.nbytes += size
+        return True
+
+    @property
+    def full(self) -> bool:
+        return self.not_stored > 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "entries": len(self.store),
+            "mb": round(self.nbytes / 2**20, 3),
+            "limit_mb": None if self.max_bytes is None else round(self.max_bytes / 2**20, 3),
+            "not_stored": self.not_stored,
+        }
 
     def __len__(self) -> int:
         return len(self.store)
@@ -194,13 +233,27 @@ def run_teacher(
     miss = [i for i, k in enumerate(keys) if k not in cache.store]
     cache.hits += len(keys) - len(miss)
     cache.misses += len(miss)
-    if miss:
-        fresh = compute(x[miss] if len(miss) < len(keys) else x)
-        for j, i in enumerate(miss):
-            lg = fresh.logits[j].to("cpu", cache.dtype) if fresh.logits is not None else None
-            cache.store[keys[i]] = (fresh.features[j].to("cpu", cache.dtype), lg)
-        if len(miss) == len(keys):
-            return fresh
+    if not miss:
+        return _from_cache(cache, keys, device)
+    fresh = compute(x[miss] if len(miss) < len(keys) else x)
+    for j, i in enumerate(miss):
+        cache.add(keys[i], fresh.features[j], fresh.logits[j] if fresh.logits is not None else None)
+    if len(miss) == len(keys):
+        return fresh
+    # Some clips came from the cache, the others were just computed (and may not fit in it any more).
+    missed = set(miss)
+    hit = [i for i in range(len(keys)) if i not in missed]
+    cached = _from_cache(cache, [keys[i] for i in hit], device)
+    feats = torch.empty((len(keys), *fresh.features.shape[1:]), device=device, dtype=torch.float32)
+    feats[miss], feats[hit] = fresh.features, cached.features
+    logits = None
+    if fresh.logits is not None:
+        logits = torch.empty((len(keys), *fresh.logits.shape[1:]), device=device, dtype=torch.float32)
+        logits[miss], logits[hit] = fresh.logits, cached.logits
+    return TeacherOut(feats, logits, None)
+
+
+def _from_cache(cache: TeacherCache, keys: list[tuple], device: torch.device) -> TeacherOut:
     feats = torch.stack([cache.store[k][0] for k in keys]).to(device, torch.float32)
     has_logits = cache.store[keys[0]][1] is not None
     logits = torch.stack([cache.store[k][1] for k in keys]).to(device, torch.float32) if has_logits else None

@@ -146,7 +146,7 @@ def _loader(cfg: RunConfig, items, device: torch.device, *, train: bool, **kw):
 def make_train_loader(cfg: RunConfig, items, device: torch.device):
     drop_last = len(items) * cfg.clips_per_video >= cfg.batch_size * max(1, distributed.info().world_size)
     return _loader(
-        cfg, items, device, train=True, sampler=cfg.extra.get("sampler", "random"),
+        cfg, items, device, train=True, sampler=cfg.sampler,
         clips_per_video=cfg.clips_per_video, shuffle=True, drop_last=drop_last,
     )
 
@@ -457,12 +457,15 @@ def run(
         from ..transfer import fold_hint_pairs
 
         hint_pairs = fold_hint_pairs(teacher, model)
-    cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw)) if cfg.teacher_cache else None
+    crop_key = ("center", cfg.size, cfg.resize_hw)
+    cache = (
+        TeacherCache(crop_key=crop_key, max_bytes=int(cfg.teacher_cache_mb * 2**20)) if cfg.teacher_cache else None
+    )
     eval_cache = cache
     if teacher is not None and cache is None and cfg.eval_cache:
         per_clip = 4 * (unwrap(teacher).feature_dim + num_classes)
         if per_clip * len(test_list) * (cfg.eval_clips + cfg.final_eval_clips) <= 2**30:
-            eval_cache = TeacherCache(crop_key=("center", cfg.size, cfg.resize_hw))
+            eval_cache = TeacherCache(crop_key=crop_key, max_bytes=2**30)
     objective = Objective(
         cfg.loss,
         teacher=teacher,
@@ -542,6 +545,7 @@ def run(
         )
 
     done_now = 0
+    cache_full_reported = False
     try:
         for epoch in range(start_epoch, cfg.epochs):
             if stop_after is not None and done_now >= stop_after:
@@ -565,6 +569,15 @@ def run(
                 **norm,
             )
             te = evaluate_on(test_loader, "test")
+            if cache is not None and cache.not_stored and not cache_full_reported and dinfo.is_main:
+                cache_full_reported = True
+                print(
+                    f"WARNING: --teacher-cache: full at {cache.nbytes / 2**20:.0f} MB (--teacher-cache-mb "
+                    f"{cfg.teacher_cache_mb:g}); the outputs of {cache.not_stored} clips were not stored, and "
+                    "such clips run the teacher every epoch (raise --teacher-cache-mb if memory allows)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             now = time.perf_counter() - t_run
             base = {"run": run_name, "model": cfg.model, "epoch": epoch + 1}
             log.add({**base, "split": "train", **tr, "time_total": now})
@@ -601,7 +614,7 @@ def run(
                 **{f"final_{k}": v for k, v in fin.items()},
             }
             if cache is not None:
-                result["teacher_cache"] = {"hits": cache.hits, "misses": cache.misses, "entries": len(cache)}
+                result["teacher_cache"] = cache.stats()
             if dinfo.is_main:
                 (out / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
                 log.add(
