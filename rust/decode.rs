@@ -8,7 +8,8 @@
 //! numbered wrongly:
 //! - after a seek, frames before the target keyframe (open-GOP leading pictures, which may refer to
 //!   the previous GOP) are dropped, and the first frame kept must be a keyframe at or before the next
-//!   needed frame; a demuxer that landed late is asked again for an earlier keyframe;
+//!   needed frame, and the decoder must agree that it is one (a container that flags a P-frame as
+//!   a keyframe is caught here); a demuxer that landed late is asked again for an earlier keyframe;
 //! - frames kept after a seek must follow each other in the index without a gap;
 //! - any disagreement with the index ends the pass with `Pass::Mismatch`, and the caller retries
 //!   with the exact index (decoded once) and finally without seeking at all.
@@ -444,6 +445,17 @@ fn number(s: &mut Session, frame: &ffmpeg::frame::Video, wanted_next: usize) -> 
                     }
                     if i > wanted_next || index.keyframes.binary_search(&i).is_err() {
                         return Step::Reseek; // landed late, or not on a keyframe
+                    }
+                    if !frame.is_key() {
+                        // The index (from the container's flags, for a packet index) calls this
+                        // frame a keyframe, but the decoder does not: it was decoded without its
+                        // references and its pixels are garbage. Only the exact index, whose
+                        // keyframes are the decoder's own, can be trusted for this file.
+                        return Step::Mismatch(format!(
+                            "frame {i}, a keyframe in the index, decoded as a {:?} frame that is \
+                             not a keyframe",
+                            frame.kind()
+                        ));
                     }
                 }
                 Some(l) => {

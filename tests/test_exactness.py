@@ -202,3 +202,22 @@ def test_non_reference_frames_are_skipped_only_where_nothing_refers_to_them(vide
     assert_frames_match(got, ref, [11], "h264_bframes_mp4")
     assert _clips.stats()["frames_decoded"] - before["frames_decoded"] < 12
 
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("codec", ["mpeg4", "libx265"])
+def test_a_p_frame_the_container_calls_a_keyframe_is_not_a_seek_point(tmp_path, codec, threads):
+    # A muxer that flags a P-frame as a sync sample: the packet index believes it, a seek lands on
+    # it, and the decoder (without the frame's references) would give garbage under the right
+    # timestamp. The decoder's own key flag catches it; the read retries with the exact index.
+    extra = ["-q:v", "3"] if codec == "mpeg4" else ["-x265-params", "log-level=error:bframes=0"]
+    path = videogen.encode(tmp_path / f"forged_{codec}_{threads}.mp4", codec=codec, gop=12, frames=48,
+                           size=SMALL, extra=extra)
+    videogen.forge_mp4_sync_samples(path, [0, 18, 24, 36])  # 12 is the real keyframe, 18 a P-frame
+    ref = ffmpeg_frames(path)
+    assert probe(path)["keyframes"] == [0, 18, 24, 36]  # what the container claims
+    before = _clips.stats()
+    idx = [20, 21, 33, 19]
+    got = VideoReader(path).get_frames(idx, threads=threads)
+    assert_frames_match(got, ref, idx, f"forged {codec}")
+    assert _clips.stats()["mismatches"] > before["mismatches"]  # the fast route was not trusted
+    assert _clips.probe_exact(path)["keyframes"] == [0, 12, 24, 36]

@@ -93,6 +93,24 @@ def broken_files(folder: str | os.PathLike, good_mp4: Path) -> dict[str, Path]:
     return out
 
 
+def forge_mp4_sync_samples(path: str | os.PathLike, frames: list[int]) -> Path:
+    """Overwrite the MP4's sync-sample table (``stss``, the container's keyframe flags) with
+    ``frames`` (0-based sample numbers, as many as the table holds), as a broken muxer might: the
+    container then claims P-frames as seek points. The video must be the file's only track."""
+    path = Path(path)
+    data = bytearray(path.read_bytes())
+    pos = data.find(b"stss")
+    if pos < 4 or data.find(b"stss", pos + 1) >= 0:
+        raise ValueError(f"{path}: needs exactly one stss box")
+    (count,) = struct.unpack_from(">I", data, pos + 8)
+    if count != len(frames):
+        raise ValueError(f"{path}: stss holds {count} entries, got {len(frames)} frames")
+    for k, f in enumerate(sorted(frames)):
+        struct.pack_into(">I", data, pos + 12 + 4 * k, f + 1)
+    path.write_bytes(bytes(data))
+    return path
+
+
 def relabel_hevc_nal_types(path: str | os.PathLike, old: int, new: int) -> tuple[Path, int]:
     """Rewrite the NAL unit type ``old`` as ``new`` in every NAL unit of a single-track HEVC MP4
     (length-prefixed NAL units in one ``mdat``); returns the path and how many were rewritten. Only
