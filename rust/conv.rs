@@ -60,15 +60,28 @@ pub struct Shape {
 }
 
 impl Shape {
-    /// (t, h, w) of the pooled output.
+    /// (t, h, w) of the pooled output (`pt` must be 1 or 2: `check` and the Python binding see to
+    /// that before calling this).
     pub fn out_dims(&self) -> (usize, usize, usize) {
-        (self.t / self.pt, self.h / 2, self.w / 2)
+        (self.t / self.pt.max(1), self.h / 2, self.w / 2)
     }
 
-    pub fn out_len(&self) -> usize {
+    /// Values in the output, `None` when the count overflows.
+    pub fn out_len(&self) -> Option<usize> {
         let (to, ho, wo) = self.out_dims();
-        self.n * to * ho * wo * self.cout
+        product(&[self.n, to, ho, wo, self.cout])
     }
+
+    /// Values in the input, `None` when the count overflows.
+    pub fn in_len(&self) -> Option<usize> {
+        product(&[self.n, self.t, self.h, self.w, self.c])
+    }
+}
+
+/// The product of `dims`, `None` on overflow (a wrapped size could pass the length checks and let
+/// the kernel read or write out of bounds).
+fn product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 fn invalid(why: String) -> ClipError {
@@ -98,20 +111,22 @@ fn check(s: &Shape, input: usize, weight: usize, bias: usize, out: usize) -> Res
     if s.n == 0 || to == 0 || ho == 0 || wo == 0 {
         return Err(invalid(format!("shape {s:?} pools to an empty output")));
     }
-    if input != s.n * s.t * s.h * s.w * s.c {
+    let (Some(in_len), Some(out_len)) = (s.in_len(), s.out_len()) else {
+        return Err(invalid(format!("shape {s:?} is beyond the address space")));
+    };
+    if input != in_len {
         return Err(invalid(format!(
-            "input has {input} values, shape {s:?} needs more or fewer"
+            "input has {input} values, shape {s:?} needs {in_len}"
         )));
     }
-    if weight != s.cout * s.c * 3 || bias != s.cout {
+    if product(&[s.cout, s.c, 3]) != Some(weight) || bias != s.cout {
         return Err(invalid(format!(
             "weight {weight} / bias {bias} values do not match {s:?}"
         )));
     }
-    if out != s.out_len() {
+    if out != out_len {
         return Err(invalid(format!(
-            "output has {out} values, expected {}",
-            s.out_len()
+            "output has {out} values, expected {out_len}"
         )));
     }
     Ok(())
@@ -329,7 +344,7 @@ mod tests {
     /// The definition: conv, bias, ReLU at every input position, then the max over each window.
     fn reference(x: &[f32], s: &Shape, w: &[f32], bias: &[f32]) -> Vec<f32> {
         let (to, ho, wo) = s.out_dims();
-        let mut out = vec![f32::NEG_INFINITY; s.out_len()];
+        let mut out = vec![f32::NEG_INFINITY; s.out_len().unwrap()];
         for n in 0..s.n {
             for t in 0..to * s.pt {
                 for y in 0..ho * 2 {
@@ -363,7 +378,7 @@ mod tests {
         let x = rand(s.n * s.t * s.h * s.w * s.c, 1);
         let w = rand(s.cout * s.c * 3, 2);
         let bias = rand(s.cout, 3);
-        let mut y = vec![f32::NAN; s.out_len()];
+        let mut y = vec![f32::NAN; s.out_len().unwrap()];
         temporal_conv_pool(&x, s, &w, &bias, &mut y, 2).unwrap();
         let want = reference(&x, &s, &w, &bias);
         for (i, (g, r)) in y.iter().zip(&want).enumerate() {
@@ -425,11 +440,20 @@ mod tests {
             vec![0.0; 64 * 64 * 3],
             vec![0.0; 64],
         );
-        let mut y = vec![0.0; s.out_len()];
+        let mut y = vec![0.0; s.out_len().unwrap()];
         assert!(temporal_conv_pool(&x[1..], s, &w, &b, &mut y, 1).is_err());
         assert!(temporal_conv_pool(&x, Shape { c: 3, ..s }, &w, &b, &mut y, 1).is_err());
         assert!(temporal_conv_pool(&x, Shape { pt: 3, ..s }, &w, &b, &mut y, 1).is_err());
         assert!(temporal_conv_pool(&x, Shape { h: 1, ..s }, &w, &b, &mut y, 1).is_err());
         assert!(temporal_conv_pool(&x, s, &w, &b, &mut y[1..], 1).is_err());
+        // No division by a zero pool, and sizes whose product wraps are refused, not wrapped.
+        assert!(temporal_conv_pool(&x, Shape { pt: 0, ..s }, &w, &b, &mut y, 1).is_err());
+        let huge = Shape {
+            n: 1 << 62,
+            t: 4,
+            ..s
+        };
+        let err = temporal_conv_pool(&x, huge, &w, &b, &mut y, 1).unwrap_err();
+        assert!(err.to_string().contains("address space"), "{err}");
     }
 }

@@ -372,6 +372,12 @@ fn temporal_conv_pool(
             d[4]
         )));
     }
+    // Checked here, before `out_dims` divides by it (outside the panic guard).
+    if pt != 1 && pt != 2 {
+        return Err(PyValueError::new_err(format!(
+            "{what}: pt: temporal pool {pt} is not 1 or 2"
+        )));
+    }
     let shape = conv::Shape {
         n: d[0],
         t: d[1],

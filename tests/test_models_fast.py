@@ -256,6 +256,8 @@ def test_fused_kernel_rejects_bad_arguments():
         (dict(out=out[:, :2]), "out has shape"),
         (dict(x=np.zeros((1, 4, 4, 4, 64), np.float32)[..., ::2]), "C-contiguous"),
         (dict(pt=3, out=np.zeros((1, 1, 2, 2, 32), np.float32)), "temporal pool 3"),
+        (dict(pt=0), "pt: temporal pool 0"),  # was a division by zero: a PanicException
+        (dict(pt=2**40), "pt: temporal pool"),
         (dict(b=np.zeros(16, np.float32)), "bias"),
     ]
     for change, msg in bad:
