@@ -223,6 +223,31 @@ def test_distill_errors_name_the_option(teacher, synth, tmp_path, capsys):
         main(["--debug", *base, "--teacher", str(tmp_path / "nope")])
 
 
+def test_distill_makes_its_clips_the_way_the_teacher_was_trained(teacher, synth, tmp_path, capsys):
+    from c3d_distill.train.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(teacher)
+    ck["config"].update(stride=2, resize=[20, 27], mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    save_checkpoint(ck, tmp_path / "t2.pt")
+    base = ["distill", "--teacher", str(tmp_path / "t2.pt"), "--student", "mc4", "--init", "random", "--data",
+            synth, "--epochs", "1", "--stop-after", "0", *FAST]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    cfg = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (cfg["stride"], cfg["resize"], cfg["mean"], cfg["std"]) == (2, [20, 27], [0.5] * 3, [0.25] * 3)
+    assert "WARNING" not in capsys.readouterr().err
+    # an explicit other stride is allowed (another frame rate can need it), with a warning
+    assert main([*base, "--out", str(tmp_path / "b"), "--stride", "1"]) == 0
+    assert "--stride 1: the teacher was trained with stride 2; it will see motion 0.5× as fast" in capsys.readouterr().err
+    cfg = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert cfg["stride"] == 1 and cfg["resize"] == [20, 27] and "stride_given" not in cfg["extra"]
+    # a checkpoint without a run config: this run's settings, and a warning that says so
+    del ck["config"]
+    save_checkpoint(ck, tmp_path / "t3.pt")
+    base[2] = str(tmp_path / "t3.pt")
+    assert main([*base, "--out", str(tmp_path / "c")]) == 0
+    assert "records no run config" in capsys.readouterr().err
+
+
 def test_eval_command(teacher, synth, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert (

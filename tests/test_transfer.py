@@ -411,6 +411,47 @@ def test_cli_probe_clips_from_a_data_set(tmp_path, teacher, capsys):
     assert "c3d-distill: error: --probe-data" in capsys.readouterr().err
 
 
+def test_cli_probe_clips_are_made_the_way_the_teacher_was_trained(tmp_path, teacher, monkeypatch, capsys):
+    from c3d_distill.cli import main
+    from c3d_distill.datasets import make_synthetic
+    from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
+    from c3d_distill.transfer import cli as tcli
+
+    data = make_synthetic(tmp_path / "synth", classes=2, videos_per_class=4, width=64, height=48,
+                          duration=(1.6, 1.6), clips_per_group=2, workers=1, progress=False)
+    cfg = teacher.config
+    meta = {k: cfg[k] for k in ("name", "num_classes", "width", "frames", "size", "dropout")}
+    run_cfg = {"stride": 2, "resize": [40, 50], "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    save_checkpoint({"format": FORMAT, "model": teacher.state_dict(), "model_meta": meta, "config": run_cfg},
+                    tmp_path / "t.pt")
+    seen = {}
+    real = tcli.probe_from_data
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(tcli, "probe_from_data", spy)
+    args = ["transfer", "--teacher", str(tmp_path / "t.pt"), "--student", "mc5", "--out", str(tmp_path / "s.pt"),
+            "--probe-data", f"synth:{data}"]
+    assert main(args) == 0
+    assert seen == {"stride": 2, "resize": (40, 50), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    # the probe clips are those clips: every 2nd frame, resized to 40x50, normalised with the teacher's stats
+    from c3d_distill.data import VideoReader, center_clip, read_clips
+    from c3d_distill.datasets import load
+
+    first = load(f"synth:{data}", "train").items[0][0]
+    want = read_clips([(first, center_clip(VideoReader(first).num_frames, 16, 2))], size=(40, 50), crop=32,
+                      dtype="float32", mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    got = real(f"synth:{data}", 2, 16, 32, **seen)
+    assert torch.equal(got[:1], torch.from_numpy(want))
+    # a run checkpoint records its shape: a different explicit one is refused, the same one accepted
+    capsys.readouterr()
+    assert main([*args, "--frames", "32"]) == 2
+    assert "--frames 32: the checkpoint's model has frames=16" in capsys.readouterr().err
+    assert main([*args, "--size", "32", "--width", str(cfg["width"])]) == 0
+
+
 def test_cli_errors(tmp_path, capsys):
     from c3d_distill.cli import main
 

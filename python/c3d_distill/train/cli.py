@@ -136,7 +136,13 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "middle clip); test clips are always uniform",
     )
     g.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
-    g.add_argument("--stride", type=int, default=d.stride)
+    g.add_argument(
+        "--stride",
+        type=int,
+        default=None,
+        help="take every STRIDE-th frame of the video into a clip"
+        + (" (default: the teacher's)" if distill else f" (default {d.stride})"),
+    )
     g.add_argument("--crop-mode", choices=("random", "center"), default=d.crop_mode)
     g.add_argument("--no-flip", dest="flip", action="store_false")
     g.add_argument(
@@ -216,7 +222,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         test_data=args.test_data,
         dropout=args.dropout,
         fast=not args.plain,
-        stride=args.stride,
+        stride=args.stride if args.stride is not None else RunConfig().stride,
         clips_per_video=args.clips_per_video,
         crop_mode=args.crop_mode,
         flip=args.flip,
@@ -250,6 +256,8 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
             setattr(cfg, k, v)
             if mode == "distill":
                 cfg.extra[f"{k}_given"] = True
+    if mode == "distill" and args.stride is not None:
+        cfg.extra["stride_given"] = True
     if mode == "distill":
         cfg.teacher = args.teacher
         cfg.init = args.init

@@ -196,6 +196,54 @@ def load_run_model(path: str | Path, *, map_location="cpu", expected: dict[str, 
     return model, meta, ckpt
 
 
+# How clips are made: a student distilled from a teacher must see clips made the teacher's way.
+CLIP_SETTINGS = ("stride", "resize", "mean", "std")
+# Set by the command line for the settings given explicitly (they are not saved with the run).
+GIVEN_FLAGS = ("width_given", "frames_given", "size_given", "stride_given")
+
+
+def teacher_clip_settings(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """The clip settings (stride, resize, mean, std) a run checkpoint was trained with, from its config;
+    None when it records none (a checkpoint not written by ``train``)."""
+    conf = ckpt.get("config")
+    if not isinstance(conf, dict):
+        return None
+    d = RunConfig()
+    out: dict[str, Any] = {}
+    for k in CLIP_SETTINGS:
+        v = conf.get(k, getattr(d, k))
+        out[k] = tuple(v) if isinstance(v, list) else v
+    return out
+
+
+def adopt_teacher_clips(cfg: RunConfig, clip: dict[str, Any] | None, *, warn: bool = True) -> None:
+    """Make ``cfg``'s clips the teacher's: resize, mean and std always (a teacher fed other pixels is
+    another function), stride unless given explicitly — then a different stride is allowed with a warning,
+    since it can be right (a data set at another frame rate needs another stride for the same motion)."""
+    if clip is None:
+        if warn:
+            print(
+                f"WARNING: --teacher {cfg.teacher}: the checkpoint records no run config, so the clip settings "
+                f"(stride {cfg.stride}, resize {cfg.resize_hw}, mean/std) are this run's; make sure the teacher "
+                "was trained on clips made the same way",
+                file=sys.stderr,
+                flush=True,
+            )
+        return
+    if cfg.extra.get("stride_given") and cfg.stride != clip["stride"]:
+        if warn:
+            print(
+                f"WARNING: --stride {cfg.stride}: the teacher was trained with stride {clip['stride']}; it "
+                f"will see motion {cfg.stride / clip['stride']:.3g}× as fast as in training (right only if this "
+                "data's frame rate differs accordingly)",
+                file=sys.stderr,
+                flush=True,
+            )
+    else:
+        cfg.stride = clip["stride"]
+    cfg.resize, cfg.mean, cfg.std = clip["resize"], clip["mean"], clip["std"]
+
+
 def _copy_head(student: nn.Module, teacher: nn.Module) -> None:
     for name in ("fc6", "fc7", "fc8"):
         s, t = getattr(student, name, None), getattr(teacher, name, None)
@@ -408,7 +456,7 @@ def run(
     teacher = None
     transfer_report = None
     if cfg.mode == "distill":
-        teacher, tmeta, _ = load_run_model(cfg.teacher, map_location="cpu")
+        teacher, tmeta, tckpt = load_run_model(cfg.teacher, map_location="cpu")
         if tmeta["num_classes"] != num_classes:
             raise ValueError(
                 f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has "
@@ -421,11 +469,9 @@ def run(
                     "distillation needs the same"
                 )
         cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
-        (
-            cfg.extra.pop("width_given", None),
-            cfg.extra.pop("frames_given", None),
-            cfg.extra.pop("size_given", None),
-        )
+        adopt_teacher_clips(cfg, teacher_clip_settings(tckpt), warn=dinfo.is_main)
+        for k in GIVEN_FLAGS:
+            cfg.extra.pop(k, None)
         probe = probe_clips(cfg, train_list.items)
         why = collapsed_teacher(teacher, probe)
         if why:
@@ -438,11 +484,8 @@ def run(
         model, transfer_report = build_student(cfg, teacher, tmeta, probe)
         teacher.to(device)
     else:
-        (
-            cfg.extra.pop("width_given", None),
-            cfg.extra.pop("frames_given", None),
-            cfg.extra.pop("size_given", None),
-        )
+        for k in GIVEN_FLAGS:
+            cfg.extra.pop(k, None)
         model = build_model(cfg.model_meta(num_classes), fast=cfg.fast)
     meta = cfg.model_meta(num_classes)
     model.to(device)

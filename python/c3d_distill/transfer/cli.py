@@ -37,11 +37,11 @@ def register(subparsers) -> None:
                    help="skip the per-channel scale/shift fit of the approximate stages")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic probe and the random baseline (0)")
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N (cpu)")
-    g = p.add_argument_group("public C3D state dicts (run checkpoints carry these)")
+    g = p.add_argument_group("public C3D state dicts (run checkpoints carry these: a different value is refused)")
     g.add_argument("--width", type=float, default=None,
                    help="teacher width multiplier (default: conv1's channels / 64)")
-    g.add_argument("--frames", type=int, default=16, help="clip length (16)")
-    g.add_argument("--size", type=int, default=112, help="square input size (112)")
+    g.add_argument("--frames", type=int, default=None, help="clip length (16); a run checkpoint's own is used")
+    g.add_argument("--size", type=int, default=None, help="square input size (112); a run checkpoint's own is used")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     p.set_defaults(func=run)
 
@@ -52,6 +52,15 @@ def load_teacher(path: str, *, width: float | None = None, frames: int = 16, siz
     Returns ``(teacher, meta)``; ``meta`` = create_model arguments (name, num_classes, width, frames, size,
     dropout). Errors name the file and the cause.
     """
+    teacher, meta, _ = _load_teacher(path, width=width, frames=frames, size=size, device=device)
+    return teacher, meta
+
+
+def _load_teacher(path: str, *, width: float | None = None, frames: int | None = None, size: int | None = None,
+                  device: str = "cpu"):
+    """:func:`load_teacher` plus the clip settings (stride, resize, mean, std) a run checkpoint was trained
+    with (None for a public state dict). ``width``/``frames``/``size`` shape a public state dict; for a run
+    checkpoint, which records its own, a value that differs is refused."""
     import torch
 
     from ..models import create_model, load_c3d_weights
@@ -59,14 +68,24 @@ def load_teacher(path: str, *, width: float | None = None, frames: int = 16, siz
 
     ckpt = load_checkpoint(path, map_location="cpu")
     src = str(resolve_checkpoint(path))
+    clip = None
     if ckpt.get("format") == FORMAT and "model_meta" in ckpt:
-        from ..train.run import load_run_model
+        from ..train.run import load_run_model, teacher_clip_settings
 
         meta = dict(ckpt["model_meta"])
         if meta.get("name") != "c3d":
             raise ValueError(f"--teacher: {src} holds a {meta.get('name')!r} model; the teacher must be 'c3d'")
+        given = {"width": width, "frames": frames, "size": size}
+        clash = [f"--{k} {v:g}: the checkpoint's model has {k}={meta[k]:g}" for k, v in given.items()
+                 if v is not None and float(v) != float(meta[k])]
+        if clash:
+            raise ValueError(f"--teacher {src} is a run checkpoint, which records its own shape: "
+                             + "; ".join(clash) + " (leave these options out for a run checkpoint)")
         teacher, meta, _ = load_run_model(path)
+        clip = teacher_clip_settings(ckpt)
     else:
+        frames = 16 if frames is None else frames
+        size = 112 if size is None else size
         state = ckpt.get("state_dict", ckpt.get("model", ckpt))
         fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
         num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
@@ -79,12 +98,15 @@ def load_teacher(path: str, *, width: float | None = None, frames: int = 16, siz
             load_c3d_weights(teacher, state)
         except ValueError as exc:
             raise ValueError(f"--teacher: {src}: {exc}") from exc
-    return teacher.to(device).eval(), meta
+    return teacher.to(device).eval(), meta, clip
 
 
-def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int]):
-    """``n`` centre clips (N, 3, T, H, W), float32, normalised like training, from ``n`` videos of the data
-    set ``spec`` spread over its train split."""
+def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int], *, stride: int = 1,
+                    resize: tuple[int, int] | None = None, mean=None, std=None):
+    """``n`` centre clips (N, 3, T, H, W), float32, from ``n`` videos of the data set ``spec`` spread over
+    its train split, made the way a run makes them: every ``stride``-th frame, resized to ``resize``
+    (default: C3D's 128×171 scaled with the crop ``size``), centre crop, normalised with ``mean``/``std``
+    (default: the training defaults). Give a teacher's own settings (a run checkpoint records them)."""
     import torch
 
     from ..data import VideoReader, center_clip, read_clips
@@ -95,10 +117,12 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int])
     if len(items) < n:
         raise ValueError(f"--probe-data: {spec} has {len(items)} training videos, --probe-clips asks for {n}")
     picks = [items[round(i * (len(items) - 1) / max(1, n - 1))][0] for i in range(n)]
-    clips = [(p, center_clip(VideoReader(p).num_frames, frames)) for p in picks]
+    clips = [(p, center_clip(VideoReader(p).num_frames, frames, stride)) for p in picks]
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    resize = (128, 171) if hw == (112, 112) else (hw[0], hw[1])
-    arr = read_clips(clips, size=resize, crop=hw, dtype="float32", mean=DEFAULT_MEAN, std=DEFAULT_STD)
+    if resize is None:  # RunConfig.resize_hw: 128×171 for a 112 crop, scaled with the crop
+        resize = (round(hw[0] * 128 / 112), round(hw[1] * 171 / 112))
+    arr = read_clips(clips, size=tuple(resize), crop=hw, dtype="float32",
+                     mean=tuple(DEFAULT_MEAN if mean is None else mean), std=tuple(DEFAULT_STD if std is None else std))
     return torch.from_numpy(arr)
 
 
@@ -123,8 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if args.probe_clips < 2:
         raise ValueError(f"--probe-clips: need at least 2 (one to fit, one to check), got {args.probe_clips}")
     try:
-        teacher, meta = load_teacher(args.teacher, width=args.width, frames=args.frames, size=args.size,
-                                     device=args.device)
+        teacher, meta, clip = _load_teacher(args.teacher, width=args.width, frames=args.frames, size=args.size,
+                                            device=args.device)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--teacher: {exc}") from exc
     except ValueError as exc:
@@ -132,7 +156,8 @@ def run(args: argparse.Namespace) -> int:
     probe = None
     if args.probe_data:
         try:
-            probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"])
+            # The teacher's own clips (stride, resize, normalisation) when its checkpoint records them.
+            probe = probe_from_data(args.probe_data, args.probe_clips, meta["frames"], meta["size"], **(clip or {}))
         except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a bad spec, too few or unreadable videos
             msg = str(exc)
             raise ValueError(msg if msg.startswith("--probe-data") else f"--probe-data: {msg}") from exc
