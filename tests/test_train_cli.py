@@ -342,6 +342,19 @@ def test_help_describes_the_data_options(capsys):
                 assert opt in text, (cmd, opt)
 
 
+def test_eval_teacher_of_another_width_is_refused_clearly(teacher, synth, tmp_path, capsys):
+    from c3d_distill.models import create_model
+    from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
+
+    meta = dict(load_checkpoint(teacher)["model_meta"], width=0.125)
+    wide = create_model("c3d", 3, width=0.125, frames=16, size=16)
+    save_checkpoint({"format": FORMAT, "model": wide.state_dict(), "model_meta": meta}, tmp_path / "wide.pt")
+    err = error(capsys, ["eval", str(teacher), "--data", synth, "--teacher", str(tmp_path / "wide.pt"),
+                         "--clips", "1", "--no-progress"])
+    assert "width=0.125 but the evaluated model has width=0.0625" in err
+    assert f"pool5 features have {wide.feature_dim} values, the evaluated model's {wide.feature_dim // 2}" in err
+
+
 def test_report_command(teacher, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(teacher), "--out", str(out)]) == 0

@@ -35,7 +35,7 @@ def evaluate_checkpoint(
     from ..datasets import load
     from . import distributed
     from .engine import StudentNet, evaluate, to_channels_last
-    from .run import _model_figures, is_list_spec, load_run_model, make_eval_loader
+    from .run import _model_figures, is_list_spec, load_run_model, make_eval_loader, teacher_clip_settings
 
     if clips < 1:
         raise ValueError(f"--clips: must be at least 1, got {clips}")
@@ -67,10 +67,21 @@ def evaluate_checkpoint(
         )
     t_model = None
     if teacher is not None:
-        t_model, tmeta, _ = load_run_model(teacher)
-        for k in ("frames", "size", "num_classes"):
-            if tmeta[k] != meta[k]:
-                raise ValueError(f"--teacher {teacher}: {k}={tmeta[k]} but the evaluated model has {meta[k]}")
+        t_model, tmeta, tckpt = load_run_model(teacher)
+        diffs = [f"{k}={tmeta[k]} but the evaluated model has {k}={meta[k]}"
+                 for k in ("width", "frames", "size", "num_classes") if tmeta[k] != meta[k]]
+        t_dim, s_dim = getattr(t_model, "feature_dim", None), getattr(model, "feature_dim", None)
+        if t_dim != s_dim:
+            diffs.append(f"its pool5 features have {t_dim} values, the evaluated model's {s_dim}")
+        if diffs:
+            raise ValueError(f"--teacher {teacher}: " + "; ".join(diffs)
+                             + " (the feature error compares the two models' pool5 features on the same clips)")
+        clip = teacher_clip_settings(tckpt)
+        other = [k for k in ("stride", "resize", "mean", "std") if clip is not None and clip[k] != _clip_value(cfg, k)]
+        if other:
+            print(f"WARNING: --teacher {teacher}: trained with other clip settings ({', '.join(other)}) than "
+                  f"{path}; it sees {path}'s clips here, so the feature error includes that difference",
+                  file=sys.stderr, flush=True)
         t_model.to(dev).eval()
     model.to(dev)
     channels_last = dev.type == "cuda"
@@ -105,3 +116,8 @@ def evaluate_checkpoint(
         **res,
     }
     return out
+
+
+def _clip_value(cfg: RunConfig, k: str):
+    v = getattr(cfg, k)
+    return tuple(v) if isinstance(v, list) else v
