@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
@@ -110,44 +110,65 @@ fn pool_size(threads: usize) -> usize {
     threads.min(4 * default_threads()).max(1)
 }
 
-/// A rayon pool of `pool_size(threads)` workers, kept for reuse: building one per call would cost
+/// A rayon pool of `pool_size(threads)` workers for decoding, kept for reuse (see `Pools`).
+pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+    static POOLS: Pools = Pools::new("c3d-clips");
+    POOLS.get(threads)
+}
+
+/// Rayon pools of `pool_size(threads)` workers, kept for reuse: building one per call would cost
 /// more than a small batch. At most `POOL_CACHE` pools live at once (least recently used dropped).
 /// The pools belong to the process that built them: a child made by `fork` (a DataLoader worker,
 /// say) inherits the list but not the threads, so it must build its own, or it would wait forever on
-/// threads that do not exist.
-pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    type Pools = (u32, Vec<(usize, Arc<rayon::ThreadPool>)>);
-    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
-    let size = pool_size(threads);
-    let mut pools = POOLS
-        .get_or_init(Default::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    let pid = std::process::id();
-    if pools.0 != pid {
-        // Forget, not drop, the parent's pools: dropping would signal threads that are not here.
-        for (_, p) in pools.1.drain(..) {
-            std::mem::forget(p);
+/// threads that do not exist. Each user of pools (decoding here, the conv kernel in `conv.rs`) has
+/// its own `Pools`, so that one's work never queues behind the other's.
+pub(crate) struct Pools {
+    /// Thread name prefix.
+    name: &'static str,
+    /// (pid that built them, pools by size, most recently used first).
+    pools: Mutex<(u32, Vec<(usize, Arc<rayon::ThreadPool>)>)>,
+}
+
+impl Pools {
+    pub(crate) const fn new(name: &'static str) -> Self {
+        Pools {
+            name,
+            pools: Mutex::new((0, Vec::new())),
         }
-        pools.0 = pid;
     }
-    if let Some(i) = pools.1.iter().position(|(n, _)| *n == size) {
-        let entry = pools.1.remove(i);
-        let p = entry.1.clone();
-        pools.1.insert(0, entry);
-        return Ok(p);
+
+    pub(crate) fn get(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
+        let size = pool_size(threads);
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = std::process::id();
+        if pools.0 != pid {
+            // Forget, not drop, the parent's pools: dropping would signal threads that are not here.
+            for (_, p) in pools.1.drain(..) {
+                std::mem::forget(p);
+            }
+            pools.0 = pid;
+        }
+        if let Some(i) = pools.1.iter().position(|(n, _)| *n == size) {
+            let entry = pools.1.remove(i);
+            let p = entry.1.clone();
+            pools.1.insert(0, entry);
+            return Ok(p);
+        }
+        let name = self.name;
+        let p = rayon::ThreadPoolBuilder::new()
+            .num_threads(size)
+            .thread_name(move |i| format!("{name}-{i}"))
+            .build()
+            .map_err(|e| {
+                ClipError::invalid("threads", format!("cannot start {size} threads: {e}"))
+            })?;
+        let p = Arc::new(p);
+        pools.1.insert(0, (size, p.clone()));
+        // Dropping the last Arc of an evicted pool ends its threads once they are idle (a call
+        // still running on it holds its own Arc).
+        pools.1.truncate(POOL_CACHE);
+        Ok(p)
     }
-    let p = rayon::ThreadPoolBuilder::new()
-        .num_threads(size)
-        .thread_name(|i| format!("c3d-clips-{i}"))
-        .build()
-        .map_err(|e| ClipError::invalid("threads", format!("cannot start {size} threads: {e}")))?;
-    let p = Arc::new(p);
-    pools.1.insert(0, (size, p.clone()));
-    // Dropping the last Arc of an evicted pool ends its threads once they are idle (a call still
-    // running on it holds its own Arc).
-    pools.1.truncate(POOL_CACHE);
-    Ok(p)
 }
 
 /// Threads to use when the caller does not say: the cores this process may run on.

@@ -154,9 +154,17 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
+/// The kernel's own rayon pools (as many workers as `threads`, within `read_clips`'s bounds), not
+/// `read_clips`'s: a `ClipLoader` prefetch thread in the same process keeps the decoding pools busy
+/// with whole videos, and a model's forward pass on a shared pool would queue its conv behind them.
+fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    static POOLS: clips::Pools = clips::Pools::new("c3d-conv");
+    POOLS.get(threads)
+}
+
 /// max-pool(pt, 2, 2)(ReLU(conv(3,1,1)(x) + bias)): `input` (N, T, H, W, C), `weight` (Cout, C, 3)
 /// in PyTorch's memory order, `out` (N, T/pt, H/2, W/2, Cout). Frames or rows the pool's floor drops
-/// are not computed. `threads` as for `read_clips` (the crate's rayon pools).
+/// are not computed. `threads`: workers of the kernel's own pool (see `pool`).
 pub fn temporal_conv_pool(
     input: &[f32],
     shape: Shape,
@@ -169,7 +177,7 @@ pub fn temporal_conv_pool(
     let packed = pack(weight, shape.cout, shape.c);
     let (_, ho, _) = shape.out_dims();
     let outp = OutPtr(out.as_mut_ptr());
-    let pool = clips::pool(threads)?;
+    let pool = pool(threads)?;
     pool.install(|| {
         (0..shape.n * ho).into_par_iter().for_each(|job| {
             let o = outp;
@@ -419,6 +427,48 @@ mod tests {
             cout: 32,
             pt: 1,
         });
+    }
+
+    #[test]
+    fn runs_while_the_decoding_pool_is_busy() {
+        use std::sync::mpsc;
+        use std::time::Duration;
+        // Hold the one-worker decoding pool, as a ClipLoader prefetch thread decoding would.
+        let busy_pool = clips::pool(1).unwrap();
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let busy = std::thread::spawn(move || {
+            busy_pool.install(move || {
+                started_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(60));
+            })
+        });
+        started_rx.recv().unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let s = Shape {
+                n: 1,
+                t: 2,
+                h: 2,
+                w: 2,
+                c: 32,
+                cout: 32,
+                pt: 1,
+            };
+            let r = if available() {
+                let mut y = vec![0.0; s.out_len().unwrap()];
+                let (x, w, b) = (vec![1.0; 2 * 4 * 32], vec![0.5; 32 * 32 * 3], vec![0.0; 32]);
+                temporal_conv_pool(&x, s, &w, &b, &mut y, 1).map(|_| y[0])
+            } else {
+                pool(1).map(|p| p.install(|| 32.0))
+            };
+            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+        });
+        let r = done_rx.recv_timeout(Duration::from_secs(20));
+        release_tx.send(()).unwrap();
+        busy.join().unwrap();
+        // Two frames of ones, weights 0.5 over 32 channels: 2 x 32 x 0.5 = 32 at every output.
+        assert_eq!(r, Ok(Ok(32.0)), "the conv waited for the decoding pool");
     }
 
     #[test]
