@@ -125,9 +125,11 @@ pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
 pub(crate) struct Pools {
     /// Thread name prefix.
     name: &'static str,
-    /// (pid that built them, pools by size, most recently used first).
-    pools: Mutex<(u32, Vec<(usize, Arc<rayon::ThreadPool>)>)>,
+    pools: Mutex<PoolList>,
 }
+
+/// The pid that built the pools, and the pools by size, most recently used first.
+type PoolList = (u32, Vec<(usize, Arc<rayon::ThreadPool>)>);
 
 impl Pools {
     pub(crate) const fn new(name: &'static str) -> Self {
