@@ -142,11 +142,37 @@ def test_cache_resume_and_refusals(tmp_path):
         load(f"synth:{foreign}")
 
 
+def test_a_corrupt_manifest_is_named_and_force_replaces_the_set(tmp_path, capsys):
+    kw = dict(SMALL, classes=2, videos_per_class=4)
+    out = make_synthetic(tmp_path / "c", workers=1, **kw)
+    (out / "precious.txt").write_text("keep me")
+    for junk in ('{"params": {"classes": ["MoveLeft"', "[1, 2]", '{"params": 3}'):
+        (out / "synth.json").write_text(junk)
+        with pytest.raises(FileExistsError, match=r"synth.json: not a readable synthetic-set manifest .*--force"):
+            make_synthetic(out, workers=1, **kw)
+        with pytest.raises(DatasetError, match=r"synth.json: (unreadable|missing or marks)"):
+            load(f"synth:{out}")
+    assert main(["data", "synth", str(out), "--classes", "2", "--videos-per-class", "4", "--clips-per-group",
+                 "2", "--size", "64x48", "--duration", "0.4", "0.6", "--quiet", "--workers", "1"]) == 1
+    assert "synth.json: not a readable" in capsys.readouterr().err
+    assert make_synthetic(out, workers=1, force=True, **kw) == out  # --force replaces it
+    assert load(f"synth:{out}").counts() == [2, 2]
+    assert (out / "precious.txt").read_text() == "keep me"  # what the set did not write stays
+
+
+def test_negative_seed_is_named(tmp_path, capsys):
+    with pytest.raises(ValueError, match="seed=-1: must be a non-negative integer"):
+        make_synthetic(tmp_path / "s", seed=-1, workers=1, **SMALL)
+    assert main(["data", "synth", str(tmp_path / "s"), "--seed", "-1", "--quiet"]) == 2
+    assert "--seed -1: must be a non-negative integer" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_bad_arguments_are_named():
     for kw, word in [({"classes": 1}, "classes=1"), ({"classes": 99}, "classes=99"),
                      ({"videos_per_class": 4}, "videos_per_class=4"), ({"width": 321}, "321x240"),
                      ({"codec": "vp9"}, "codec='vp9'"), ({"duration": (3, 2)}, "duration"),
-                     ({"fps": 0}, "fps=0")]:
+                     ({"fps": 0}, "fps=0"), ({"seed": -2}, "seed=-2")]:
         with pytest.raises(ValueError, match=word):
             make_synthetic("/nonexistent/never/written", **kw)
 

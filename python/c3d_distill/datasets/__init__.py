@@ -67,12 +67,16 @@ def load(spec: str, split: str = "train", *, lists: str | Path | None = None) ->
     if kind == "list":
         return load_list(path)
     manifest = Path(path) / "synth.json"
+    why = "missing or marks an unfinished set"
     try:
-        complete = json.loads(manifest.read_text(encoding="utf-8")).get("complete", False)
-    except (OSError, ValueError):
+        doc = json.loads(manifest.read_text(encoding="utf-8"))
+        complete = isinstance(doc, dict) and doc.get("complete", False)
+    except FileNotFoundError:
         complete = False
+    except (OSError, ValueError) as exc:
+        complete, why = False, f"unreadable ({type(exc).__name__}: {exc})"
     if not complete:
         raise DatasetError(f"synth:{path}", [
-            f"{manifest}: missing or marks an unfinished set; make it with make_synthetic() or "
-            f"`c3d-distill data synth {path}` (it resumes), or read another layout with ucf101:{path}"])
+            f"{manifest}: {why}; make it with make_synthetic() or `c3d-distill data synth {path}` (it "
+            f"resumes; --force replaces a damaged set), or read another layout with ucf101:{path}"])
     return load_ucf101(path, fold, split, lists=lists)

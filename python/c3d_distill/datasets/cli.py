@@ -100,6 +100,9 @@ def run_synth(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --size {args.size!r}: expected WIDTHxHEIGHT, e.g. 320x240", file=sys.stderr)
         return 2
+    if args.seed < 0:
+        print(f"error: --seed {args.seed}: must be a non-negative integer", file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     try:
         out = make_synthetic(args.out, classes=args.classes, videos_per_class=args.videos_per_class,

@@ -507,8 +507,11 @@ def split_groups(num_groups: int) -> list[set[int]]:
             if (k + 1) * n_test <= num_groups - 1]
 
 
-def _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec) -> None:
+def _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec,
+                seed: int = 0) -> None:
     problems = []
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        problems.append(f"seed={seed!r}: must be a non-negative integer")
     if not 2 <= classes <= len(CLASSES):
         problems.append(f"classes={classes}: must be 2 to {len(CLASSES)} (the catalogue: {', '.join(CLASSES)})")
     if clips_per_group < 1:
@@ -560,7 +563,7 @@ def make_synthetic(
     synthetic set is never touched. ``workers``: processes (default: the CPUs this process may use; 1 runs
     in this process).
     """
-    _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec)
+    _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec, seed)
     out = Path(out)
     names = CLASSES[:classes]
     params = {
@@ -576,8 +579,14 @@ def make_synthetic(
         "duration": [float(d) for d in duration],
     }
     manifest_path = out / MANIFEST
-    if manifest_path.exists():
-        old = json.loads(manifest_path.read_text(encoding="utf-8"))
+    old = _read_manifest(manifest_path) if manifest_path.exists() else None
+    if old is not None and not isinstance(old, dict):  # unreadable: not JSON, or not the manifest's shape
+        if not force:
+            raise FileExistsError(
+                f"{manifest_path}: not a readable synthetic-set manifest ({old}); pass force=True (--force) to "
+                "replace the set, or choose another folder")
+        _remove_set(out)
+    elif old is not None:
         if old.get("params") == params:
             if old.get("complete") and _files_intact(out, old.get("files", {})):
                 return out
@@ -680,11 +689,24 @@ def _remove_damaged(out: Path, files: dict[str, int]) -> None:
             pass
 
 
+def _read_manifest(path: Path) -> dict | str:
+    """The manifest as a dict, or why it cannot be used (a string)."""
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON or not UTF-8
+        return f"{type(exc).__name__}: {exc}"
+    if not isinstance(old, dict) or not isinstance(old.get("params", {}), dict):
+        return f"expected a JSON object with 'params', found {type(old).__name__}"
+    return old
+
+
 def _remove_set(out: Path) -> None:
     """Delete what make_synthetic wrote (class folders named in the old manifest, the lists, the manifest),
-    nothing else."""
-    old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    for name in old.get("params", {}).get("classes", []):
+    nothing else. With an unreadable manifest the class folders are those of the catalogue (:data:`CLASSES`)
+    that are present: no other name is ever removed."""
+    old = _read_manifest(out / MANIFEST)
+    names = old.get("params", {}).get("classes", []) if isinstance(old, dict) else CLASSES
+    for name in names:
         if name in CLASSES and (out / name).is_dir():
             shutil.rmtree(out / name)
     if (out / LISTS_DIR).is_dir():
