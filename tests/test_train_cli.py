@@ -365,6 +365,20 @@ def test_report_command(teacher, tmp_path, capsys):
     assert re.search("not a run folder|no config.json", error(capsys, ["report", str(tmp_path), "--out", str(out)]))
 
 
+def test_demo_checks_its_settings_before_anything_runs(synth, tmp_path, capsys):
+    out = tmp_path / "demo"
+    base = ["demo", "--out", str(out), "--data", synth, "--no-progress", "--teacher-epochs", "1"]
+    err = error(capsys, [*base, "--students", "sp,resnet"])
+    assert "--students: 'resnet' not a student model" in err and not (out / "runs").exists()
+    assert "--students: no student named" in error(capsys, [*base, "--students", " , "])
+    assert "--students: sp named twice" in error(capsys, [*base, "--students", "sp, sp"])
+    assert "--epochs: must be at least 1" in error(capsys, [*base, "--student-epochs", "0"])
+    assert not (out / "runs").exists()  # no teacher was trained for any of these
+    from c3d_distill.train.demo import check_students
+
+    assert check_students([" mc4", "sp_bn "]) == ["mc4", "sp_bn"]  # spaces are stripped
+
+
 def test_demo_command(synth, tmp_path):
     out = tmp_path / "demo"
     args = [

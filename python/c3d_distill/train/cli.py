@@ -94,7 +94,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
     p.add_argument("--data", help="use this data set spec instead of the synthetic set (" + DATA_HELP + ")")
     p.add_argument("--test-data", metavar="SPEC", help="its test videos, when not from --data (needed with list:)")
-    p.add_argument("--students", help="comma-separated students (default mc4,sp,sp_bn)")
+    p.add_argument(
+        "--students", help="comma-separated students (default mc4,sp,sp_bn; any of sp, sp_bn, mc1-mc5)"
+    )
     p.add_argument("--teacher-epochs", type=int, help="override the preset")
     p.add_argument("--student-epochs", type=int, help="override the preset")
     p.add_argument("--fresh", action="store_true", help="redo finished runs instead of reusing them")
@@ -337,7 +339,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    students = args.students.split(",") if args.students else None
+    students = args.students.split(",") if args.students is not None else None
     run_demo(
         args.out,
         device=args.device,

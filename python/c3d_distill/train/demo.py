@@ -87,6 +87,25 @@ def _finished(run_dir: Path, cfg: RunConfig) -> bool:
     return all(old.get(k) == v for k, v in new.items() if k not in ignore)
 
 
+def check_students(students) -> list[str]:
+    """Student names, stripped and checked against the model registry (before anything runs)."""
+    from ..models import list_models
+
+    names = [str(s).strip() for s in students]
+    names = [n for n in names if n]
+    if not names:
+        raise ValueError("--students: no student named (e.g. --students mc4,sp)")
+    known = [m for m in list_models() if m != "c3d"]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(f"--students: {', '.join(map(repr, unknown))} not a student model (one of: "
+                         f"{', '.join(known)})")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"--students: {', '.join(twice)} named twice")
+    return names
+
+
 def demo_configs(
     out: Path,
     data: str,
@@ -145,10 +164,18 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo; returns ``{"rows": table rows, "times": seconds per step, "report": folder}``.
 
-    ``data`` replaces the synthetic set (``test_data``: its test videos, needed for a ``list:`` spec)."""
+    ``data`` replaces the synthetic set (``test_data``: its test videos, needed for a ``list:`` spec).
+    Every setting is checked before the set is made or the teacher trains."""
     from .report import find_runs, markdown_table, table_rows, write_report
     from .run import run
 
+    students = check_students(STUDENTS if students is None else students)
+    # The same configs as below with a stand-in data set: a bad setting fails now, not after the teacher.
+    t0_cfg, s0_cfgs = demo_configs(Path(out), data or "synth:-", preset, device=device, students=students,
+                                   teacher_epochs=teacher_epochs, student_epochs=student_epochs,
+                                   test_data=test_data)
+    for c in (t0_cfg, *s0_cfgs):
+        c.validate()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
@@ -166,7 +193,7 @@ def run_demo(
         data,
         preset,
         device=device,
-        students=students or STUDENTS,
+        students=students,
         teacher_epochs=teacher_epochs,
         student_epochs=student_epochs,
         progress=progress,
