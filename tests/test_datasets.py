@@ -396,3 +396,17 @@ def test_cli_data_info_list(tmp_path, mpeg4_avi, capsys):
     assert main(["data", "info", f"list:{tmp_path / 'l.txt'}", "--probe", "0"]) == 0
     out = capsys.readouterr().out
     assert f"list:{tmp_path / 'l.txt'}: 1 class\n" in out and "videos" in out and "probe" not in out
+
+
+def test_fingerprint_ignores_where_the_set_lies_but_not_what_it_holds(tmp_path, mpeg4_avi):
+    from c3d_distill.datasets import load
+
+    for d in ("a", "b"):
+        (tmp_path / d / "x").mkdir(parents=True)
+        shutil.copyfile(mpeg4_avi, tmp_path / d / "x" / "one.avi")
+        shutil.copyfile(mpeg4_avi, tmp_path / d / "x" / "two.avi")
+        (tmp_path / d / "l.txt").write_text("x/one.avi run\nx/two.avi walk\n", encoding="utf-8")
+    a, b = (load(f"list:{tmp_path / d / 'l.txt'}").fingerprint() for d in ("a", "b"))
+    assert a == b and a["videos"] == 2 and a["classes"] == 2  # a moved copy is the same data set
+    (tmp_path / "b" / "l.txt").write_text("x/one.avi walk\nx/two.avi run\n", encoding="utf-8")
+    assert load(f"list:{tmp_path / 'b' / 'l.txt'}").fingerprint()["sha256"] != a["sha256"]  # labels swapped

@@ -126,6 +126,30 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(synth, tm
     assert main([*args, "--resume"]) == 0 and (out / "eval.json").exists()
 
 
+def test_resume_refuses_another_sampler_data_set_or_teacher(teacher, synth, tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(out), *SHAPE, *FAST, "--epochs", "2"]
+    assert main([*args, "--stop-after", "1"]) == 0
+    assert "sampler: 'random' → 'center'" in error(capsys, [*args, "--resume", "--sampler", "center"])
+    err = error(capsys, [*args[:4], f"{synth}:2", *args[5:], "--resume"])  # fold 2: other videos
+    assert "was trained on other inputs" in err and "training videos: checkpoint 18 videos" in err
+    assert "--force-resume" in err
+    assert main([*args[:4], f"{synth}:2", *args[5:], "--force-resume"]) == 0  # told to: continues
+    assert "WARNING: --force-resume" in capsys.readouterr().err and load_checkpoint(out)["epoch"] == 2
+
+    # a distilled run records its teacher's weights: another teacher at the same path is noticed
+    from c3d_distill.train.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(teacher)
+    save_checkpoint(ck, tmp_path / "t.pt")
+    dargs = ["distill", "--teacher", str(tmp_path / "t.pt"), "--student", "mc5", "--init", "random", "--data",
+             synth, "--out", str(tmp_path / "d"), "--epochs", "2", *FAST]
+    assert main([*dargs, "--stop-after", "1"]) == 0
+    ck["model"]["conv1.bias"] += 1.0
+    save_checkpoint(ck, tmp_path / "t.pt")
+    assert "teacher weights: checkpoint " in error(capsys, [*dargs, "--resume"])
+
+
 @pytest.mark.slow  # a fresh process (torch import) plus a resumed run
 def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(teacher, synth, tmp_path):
     out = tmp_path / "killed"

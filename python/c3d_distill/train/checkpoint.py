@@ -12,6 +12,7 @@ new bytes go to a temp file in the same folder and replace the old name in one r
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -159,6 +160,21 @@ def load_weights(
             f"{source} does not fit this model ({type(model).__name__}): " + "; ".join(parts)
         )
     model.load_state_dict(state, strict=True)
+
+
+def state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over a state dict's names, dtypes, shapes and bytes: the identity of a set of weights (a
+    distilled run records its teacher's, so ``--resume`` notices another teacher at the same path)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k]
+        if not isinstance(t, torch.Tensor):
+            h.update(f"{k}={t!r};".encode())
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
 
 
 def rng_state() -> dict[str, Any]:

@@ -190,6 +190,12 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "settings, data and teacher must be the run's",
     )
     g.add_argument(
+        "--force-resume",
+        action="store_true",
+        help="--resume even though the training/test videos or the teacher's weights differ from the ones "
+        "the checkpoint was trained with (they are compared by fingerprint; what differs is printed)",
+    )
+    g.add_argument(
         "--overwrite",
         action="store_true",
         help="start again in an --out folder that already holds a run (its checkpoint, metrics and "
@@ -279,7 +285,13 @@ def _run(args: argparse.Namespace, mode: str) -> int:
 
     cfg = config_from_args(args, mode)
     try:
-        result = run(cfg, resume=args.resume, stop_after=args.stop_after, overwrite=args.overwrite)
+        result = run(
+            cfg,
+            resume=args.resume or args.force_resume,
+            stop_after=args.stop_after,
+            overwrite=args.overwrite,
+            force_resume=args.force_resume,
+        )
         if result and distributed.is_main():
             print(_summary(result))
     finally:

@@ -38,6 +38,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    state_fingerprint,
 )
 from .config import RunConfig
 from .engine import (
@@ -52,8 +53,9 @@ from .engine import (
     unwrap,
 )
 
-# Settings that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = {"device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data"}
+# Settings that may change between a run and its resumption without changing what it computes. The data
+# and teacher paths may change (a moved data set); what they hold is compared by fingerprint instead.
+RESUMABLE_CHANGES = {"device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data", "test_data"}
 
 
 def seed_everything(seed: int) -> None:
@@ -370,6 +372,41 @@ def _check_resume_config(old: RunConfig, new: RunConfig, src: Path) -> None:
         )
 
 
+INPUT_NAMES = {"train_data": "training videos", "test_data": "test videos", "teacher": "teacher weights"}
+
+
+def _describe_input(key: str, fp: dict[str, Any] | None) -> str:
+    if not fp:
+        return "none"
+    sha = str(fp.get("sha256", ""))[:12]
+    if key == "teacher":
+        return f"{fp.get('path')} (epoch {fp.get('epoch')}, sha256 {sha}…)"
+    return f"{fp.get('videos')} videos, {fp.get('classes')} classes (sha256 {sha}…)"
+
+
+def _check_resume_inputs(old: dict[str, Any] | None, new: dict[str, Any], src: Path, *, force: bool) -> None:
+    """The data and teacher a checkpoint was trained with against this run's, by fingerprint: resuming
+    with others would silently mix two runs. ``force`` (``--force-resume``) continues anyway, with a warning."""
+    if not old:
+        print(f"--resume: {src} records no data or teacher fingerprints (an older checkpoint); not checked",
+              file=sys.stderr, flush=True)
+        return
+    diffs = [
+        f"{what}: checkpoint {_describe_input(k, old.get(k))}, now {_describe_input(k, new.get(k))}"
+        for k, what in INPUT_NAMES.items()
+        if (old.get(k) or {}).get("sha256") != (new.get(k) or {}).get("sha256")
+    ]
+    if not diffs:
+        return
+    if not force:
+        raise ValueError(
+            f"--resume: {src} was trained on other inputs; resuming would mix two runs ({'; '.join(diffs)}). "
+            "Pass --force-resume to continue it anyway, or start a new --out folder."
+        )
+    print(f"WARNING: --force-resume: {src} was trained on other inputs, continuing anyway ({'; '.join(diffs)})",
+          file=sys.stderr, flush=True)
+
+
 def _model_figures(model: nn.Module, meta: dict) -> dict[str, Any]:
     from ..models import count_macs, count_params
 
@@ -415,11 +452,18 @@ def prepare_out_folder(out: Path, *, fresh: bool) -> None:
 
 
 def run(
-    cfg: RunConfig, *, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+    cfg: RunConfig,
+    *,
+    resume: bool = False,
+    stop_after: int | None = None,
+    overwrite: bool = False,
+    force_resume: bool = False,
 ) -> dict[str, Any]:
     """Train or distil as ``cfg`` says; returns the final evaluation (rank 0; other ranks get the same).
 
     ``resume``: continue from ``cfg.out/checkpoint.pt`` when it exists (same results as an uninterrupted run).
+    The settings must be the checkpoint's, and the training/test videos and the teacher's weights the same
+    (compared by fingerprint); ``force_resume`` continues despite other videos or another teacher.
     ``overwrite``: start again in a folder that holds a run (its files are removed once the settings,
     the data and the teacher have been checked); without it or ``resume`` such a folder is refused.
     ``stop_after``: leave after that many epochs in this call (a pre-emptible job; ``resume`` continues).
@@ -457,6 +501,11 @@ def run(
     transfer_report = None
     if cfg.mode == "distill":
         teacher, tmeta, tckpt = load_run_model(cfg.teacher, map_location="cpu")
+        inputs["teacher"] = {
+            "path": str(cfg.teacher),
+            "epoch": tckpt.get("epoch"),
+            "sha256": state_fingerprint(model_state(tckpt)),
+        }
         if tmeta["num_classes"] != num_classes:
             raise ValueError(
                 f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has "
@@ -535,6 +584,7 @@ def run(
     if resume and ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, map_location="cpu")
         _check_resume_config(RunConfig.from_dict(ckpt["config"]), cfg, ckpt_path)
+        _check_resume_inputs(ckpt.get("inputs"), inputs, ckpt_path, force=force_resume)
         check_compatible(ckpt, meta, source=str(ckpt_path))
         load_weights(model, model_state(ckpt), source=str(ckpt_path))
         optimizer.load_state_dict(ckpt["optimizer"])
