@@ -52,26 +52,27 @@ fn store(path: &Path, stamp: Stamp, index: VideoIndex) -> Arc<VideoIndex> {
 }
 
 /// The index of `path`: from the cache, else read from the packets when they can be trusted
-/// (`video::index_packets`), else by decoding (`video::probe`).
-pub fn index(path: &Path) -> Result<Arc<VideoIndex>> {
+/// (`video::index_packets`), else by decoding (`video::probe`, with `threads` decoder threads).
+pub fn index(path: &Path, threads: usize) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
     if let Some(idx) = lookup(path, &st) {
         return Ok(idx);
     }
     let idx = match video::index_packets(path)? {
         Some(idx) => idx,
-        None => video::probe(path)?,
+        None => video::probe(path, threads)?,
     };
     Ok(store(path, st, idx))
 }
 
-/// The exact index of `path` (every frame decoded once), replacing a packet-based one in the cache.
-pub fn exact_index(path: &Path) -> Result<Arc<VideoIndex>> {
+/// The exact index of `path` (every frame decoded once, with `threads` decoder threads), replacing a
+/// packet-based one in the cache.
+pub fn exact_index(path: &Path, threads: usize) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
     if let Some(idx) = lookup(path, &st).filter(|i| i.exact) {
         return Ok(idx);
     }
-    let idx = video::probe(path)?;
+    let idx = video::probe(path, threads)?;
     Ok(store(path, st, idx))
 }
 

@@ -299,7 +299,9 @@ pub fn read_clips(
     let pool = pool(threads)?;
     let groups = group_by_video(clips);
 
-    // Phase 1: the index of every video (cached after the first visit), in parallel.
+    // Phase 1: the index of every video (cached after the first visit), in parallel; a video that
+    // must be decoded to be indexed gets its share of the threads, as for decoding below.
+    let index_threads = (threads / groups.len().max(1)).clamp(1, MAX_DECODER_THREADS);
     let indexes: Vec<Result<Arc<VideoIndex>>> = pool.install(|| {
         groups
             .par_iter()
@@ -308,12 +310,13 @@ pub fn read_clips(
                 if cancel.load(Ordering::Relaxed) {
                     return Err(ClipError::Interrupted);
                 }
-                catch_unwind(AssertUnwindSafe(|| cache::index(&g.path))).unwrap_or_else(|p| {
-                    Err(ClipError::decode(
-                        &g.path,
-                        format!("internal error (Rust panic: {})", panic_message(p)),
-                    ))
-                })
+                catch_unwind(AssertUnwindSafe(|| cache::index(&g.path, index_threads)))
+                    .unwrap_or_else(|p| {
+                        Err(ClipError::decode(
+                            &g.path,
+                            format!("internal error (Rust panic: {})", panic_message(p)),
+                        ))
+                    })
             })
             .collect()
     });
@@ -823,7 +826,7 @@ fn decode_with_retries(
                 if route.header_only {
                     route.header_only = false;
                 } else if !index.exact {
-                    index = cache::exact_index(path)?;
+                    index = cache::exact_index(path, ctx.decoder_threads)?;
                 } else if route.seek {
                     route.seek = false;
                 } else {

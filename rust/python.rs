@@ -83,7 +83,7 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
 #[pyfunction]
 fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = guarded(py, &what, || cache::index(&path))?;
+    let index = guarded(py, &what, || cache::index(&path, 1))?;
     index_dict(py, &index)
 }
 
@@ -91,7 +91,7 @@ fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn probe_exact<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = guarded(py, &what, || cache::exact_index(&path))?;
+    let index = guarded(py, &what, || cache::exact_index(&path, 1))?;
     index_dict(py, &index)
 }
 

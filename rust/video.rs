@@ -208,10 +208,12 @@ pub struct VideoIndex {
 /// file can make every read fail; this keeps such a file from spinning.
 const MAX_CONSECUTIVE_ERRORS: usize = 64;
 
-/// Index `path` by decoding every frame once.
-pub fn probe(path: &Path) -> Result<VideoIndex> {
+/// Index `path` by decoding every frame once, with `threads` FFmpeg decoder threads (the caller's
+/// share of its threads: not 0, which would let FFmpeg start up to 16 per video even in a
+/// DataLoader worker reading with one thread, on each of the pool's workers at once).
+pub fn probe(path: &Path, threads: usize) -> Result<VideoIndex> {
     let mut opened = open(path)?;
-    let mut dec = decoder(path, &opened, 0)?;
+    let mut dec = decoder(path, &opened, threads.max(1))?;
     let codec = dec
         .codec()
         .map(|c| c.name().to_string())
@@ -531,7 +533,7 @@ pub(crate) mod tests {
             "probe_h264.mp4",
             &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"],
         );
-        let idx = probe(&path).unwrap();
+        let idx = probe(&path, 1).unwrap();
         assert_eq!(idx.num_frames, 40);
         assert_eq!((idx.width, idx.height), (320, 240));
         assert_eq!(idx.keyframes, vec![0, 10, 20, 30]);
@@ -543,12 +545,12 @@ pub(crate) mod tests {
     #[test]
     fn missing_and_garbage_files_are_errors() {
         assert!(matches!(
-            probe(Path::new("/definitely/not/here.mp4")),
+            probe(Path::new("/definitely/not/here.mp4"), 1),
             Err(ClipError::NotFound { .. })
         ));
         let junk = std::env::temp_dir().join(format!("c3d_junk_{}.avi", std::process::id()));
         std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
-        let err = probe(&junk).unwrap_err();
+        let err = probe(&junk, 1).unwrap_err();
         assert!(matches!(err, ClipError::Decode { .. }));
         assert!(err.to_string().contains("c3d_junk_"));
         std::fs::remove_file(junk).unwrap();

@@ -42,6 +42,33 @@ def test_num_frames_is_decoded_not_declared(video_dir):
     assert 0 < info["num_frames"] < 100
 
 
+_THREADS_CHILD = """
+import os, sys, threading, time
+from c3d_distill import _clips
+tasks = lambda: len(os.listdir("/proc/self/task"))
+before, peak, done = tasks(), 0, threading.Event()
+def work():
+    _clips.probe(sys.argv[1])
+    done.set()
+threading.Thread(target=work).start()
+while not done.is_set():
+    peak = max(peak, tasks())
+    time.sleep(0.002)
+print(peak - before)
+"""
+
+
+def test_indexing_by_decoding_starts_no_decoder_threads(video_dir):
+    # probe() takes one FFmpeg decoder thread (FFmpeg's own choice, with 0, is up to 16 per video,
+    # also inside DataLoader workers that read with one thread). Counted in a fresh process: the
+    # Python thread calling probe and the Rust thread it waits on are all that may appear.
+    path = videogen.slow_to_index(video_dir)
+    proc = subprocess.run([sys.executable, "-c", _THREADS_CHILD, str(path)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert int(proc.stdout) <= 2, f"{proc.stdout.strip()} threads appeared while indexing"
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError) as exc:
         probe(tmp_path / "nope.mp4")

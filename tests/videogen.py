@@ -133,3 +133,19 @@ def relabel_hevc_nal_types(path: str | os.PathLike, old: int, new: int) -> tuple
         raise ValueError(f"{path}: mdat is not a plain run of length-prefixed NAL units")
     path.write_bytes(bytes(data))
     return path, n
+
+
+def slow_to_index(folder: str | os.PathLike) -> Path:
+    """A 10,000-frame 640×480 MPEG-4 AVI with B-frames: indexed by decoding every frame (its packets
+    cannot number B-frames), which takes seconds on one thread. Made in about a second by looping a
+    250-frame encode without re-encoding; kept in ``folder`` for later calls."""
+    folder = Path(folder)
+    path = folder / "slow_to_index.avi"
+    if not path.exists():
+        short = encode(folder / "slow_to_index_part.avi", codec="mpeg4", size=(640, 480), frames=250, gop=250,
+                       bframes=2, extra=["-q:v", "8"])
+        tmp = folder / "slow_to_index.part.avi"
+        subprocess.run([FFMPEG, "-y", "-v", "error", "-stream_loop", "39", "-i", str(short), "-c", "copy", str(tmp)],
+                       check=True)
+        tmp.rename(path)
+    return path
