@@ -345,6 +345,52 @@ def test_list_data_needs_its_test_videos_named(lists, tmp_path, capsys):
     assert "--split test: " in error(capsys, ["eval", str(out), "--data", lists["test"], "--split", "test"])
 
 
+def test_on_error_skip_leaves_a_corrupt_video_out_and_names_it(lists, teacher, tmp_path, capsys):
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"RIFF" + bytes(range(256)) * 40)  # an .avi that is not a video
+    train = Path(lists["train"][5:])
+    (tmp_path / "classes.txt").write_text((train.parent / "classes.txt").read_text())
+    lines = train.read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([*lines, f"{bad} {lines[0].split()[-1]}"]) + "\n")
+    args = ["train", "--model", "c3d", "--data", f"list:{tmp_path / 'train.txt'}", "--test-data", lists["test"],
+            "--out", str(tmp_path / "run"), *SHAPE, *FAST, "--epochs", "1", "--batch-size", "19"]
+    err = error(capsys, args)  # default --on-error raise: the run stops, naming the file
+    assert "broken.avi" in err
+    assert main([*args, "--on-error", "skip", "--overwrite"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING: --on-error skip: 1 unreadable video(s) left out of the training clips" in err
+    assert err.count("broken.avi") >= 1
+    r = rows(tmp_path / "run")
+    assert r[0]["split"] == "train" and r[0]["skipped_clips"] == 1 and r[0]["clips"] == 18
+    assert r[1]["skipped_clips"] == 0
+    ev = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert ev["unreadable_videos"] == [str(bad)]
+    # eval too
+    (tmp_path / "ev.txt").write_text(f"{bad} {lines[0].split()[-1]}\n" + "\n".join(lines) + "\n")
+    res = tmp_path / "e.json"
+    assert main(["eval", str(teacher), "--data", f"list:{tmp_path / 'ev.txt'}", "--clips", "1",
+                 "--on-error", "skip", "--json", str(res), "--no-progress"]) == 0
+    out = json.loads(res.read_text())
+    assert out["skipped_clips"] == 1 and out["clips"] == 18
+
+
+def test_short_videos_are_counted_and_can_be_refused(synth, tmp_path, capsys):
+    # the tiny set's videos have 20-25 frames: 16 frames at stride 2 span 31
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(tmp_path / "s"), *SHAPE, *FAST,
+            "--epochs", "2", "--stride", "2"]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.count("are shorter than a clip (16 frames × stride 2 = 31 frames): padded by repeating") == 2
+    r = rows(tmp_path / "s")
+    assert [x["short_videos"] for x in r] == [16, 6, 16, 6, 6]  # per epoch (drop_last: 16 of 18), test, final
+    err = error(capsys, [*args[:-4], "--stride", "2", "--short", "error", "--out", str(tmp_path / "e")])
+    assert "--short error: 24 video(s) shorter than a clip" in err and ".avi: 2" in err
+    assert not (tmp_path / "e").exists()
+    assert main([*args, "--short", "loop", "--overwrite", "--epochs", "1"]) == 0
+    assert "looped from their start (--short loop" in capsys.readouterr().err
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["short"] == "loop"
+
+
 def test_test_data_must_have_the_same_classes(lists, synth, tmp_path, capsys):
     other = tmp_path / "two.txt"
     lines = Path(lists["test"][5:]).read_text().splitlines()

@@ -7,7 +7,17 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_MEAN, DEFAULT_STD, INITS, LOSSES, OPTIMIZERS, SCHEDULES, RunConfig
+from .config import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    INITS,
+    LOSSES,
+    ON_ERROR,
+    OPTIMIZERS,
+    SCHEDULES,
+    SHORT,
+    RunConfig,
+)
 
 DATA_HELP = (
     "data set: ucf101:ROOT[:FOLD], hmdb51:ROOT[:FOLD], synth:DIR[:FOLD] (FOLD 1-3, default 1; the split "
@@ -74,6 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", action="store_true")
     p.add_argument("--threads", type=int)
     p.add_argument("--json", help="also write the result to this file")
+    p.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default="raise",
+        help="an unreadable video: raise (default) or skip (its clips are left out, named and counted)",
+    )
+    p.add_argument(
+        "--short",
+        choices=SHORT,
+        default=None,
+        help="a video shorter than a clip: repeat, loop or error (default: what the run was trained with)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=cmd_eval)
 
@@ -138,6 +160,21 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "middle clip); test clips are always uniform",
     )
     g.add_argument("--clips-per-video", type=int, default=d.clips_per_video)
+    g.add_argument(
+        "--short",
+        choices=SHORT,
+        default=d.short,
+        help="a video shorter than a clip (frames × stride): repeat its last frame (default), loop it, or "
+        "error (all such videos are named before the run starts); the count is reported once and per epoch "
+        "(short_videos in metrics.jsonl)",
+    )
+    g.add_argument(
+        "--on-error",
+        choices=ON_ERROR,
+        default=d.on_error,
+        help="an unreadable or corrupt video: raise stops the run (default); skip leaves its clips out, names "
+        "the file in a warning and counts the lost clips (skipped_clips in metrics.jsonl)",
+    )
     g.add_argument(
         "--stride",
         type=int,
@@ -235,6 +272,8 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         crop_mode=args.crop_mode,
         flip=args.flip,
         color_permute=args.color_permute,
+        short=args.short,
+        on_error=args.on_error,
         eval_clips=args.eval_clips,
         final_eval_clips=args.final_eval_clips,
         mean=DEFAULT_MEAN,
@@ -331,6 +370,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         amp=args.amp,
         threads=args.threads,
         progress=args.progress,
+        on_error=args.on_error,
+        short=args.short,
     )
     text = json.dumps(res, indent=2)
     print(text)

@@ -14,6 +14,8 @@ LOSSES = ("ce", "feature", "kd", "feature+kd")
 INITS = ("transfer", "random")
 OPTIMIZERS = ("sgd", "adamw")
 SAMPLERS = ("random", "uniform", "center")
+ON_ERROR = ("raise", "skip")  # an unreadable video: stop the run, or leave its clips out (counted, named)
+SHORT = ("repeat", "loop", "error")  # a video shorter than a clip: pad with its last frame, loop, or refuse
 SCHEDULES = ("cosine", "step", "constant")
 
 # Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB).
@@ -64,6 +66,8 @@ class RunConfig:
     final_eval_clips: int = 10  # clips per video for the final video accuracy
     mean: tuple[float, float, float] = DEFAULT_MEAN
     std: tuple[float, float, float] = DEFAULT_STD
+    short: str = "repeat"  # a video shorter than a clip (see SHORT)
+    on_error: str = "raise"  # an unreadable video (see ON_ERROR)
     # optimisation
     epochs: int = 10
     batch_size: int = 16
@@ -112,6 +116,10 @@ class RunConfig:
                 bad("loss", "distillation needs feature, kd or feature+kd")
         if self.teacher_cache and self.hints:
             bad("teacher_cache", "cannot be combined with --hints (stage activations are not cached)")
+        if self.on_error not in ON_ERROR:
+            bad("on_error", f"{self.on_error!r} is not one of {ON_ERROR}")
+        if self.short not in SHORT:
+            bad("short", f"{self.short!r} is not one of {SHORT}")
         if self.sampler not in SAMPLERS:
             bad("sampler", f"{self.sampler!r} is not one of {SAMPLERS}")
         if self.teacher_cache and (self.crop_mode != "center" or self.flip or self.color_permute):

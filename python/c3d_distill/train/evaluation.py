@@ -21,6 +21,8 @@ def evaluate_checkpoint(
     amp: bool = False,
     threads: int | None = None,
     progress: bool = True,
+    on_error: str = "raise",
+    short: str | None = None,
 ) -> dict[str, Any]:
     """Clip accuracy (top-1, top-5) over ``clips`` uniformly spaced clips per video, video accuracy (softmax
     averaged over them), CE loss, clips/s, and with ``teacher`` the relative pool5 feature error.
@@ -31,11 +33,24 @@ def evaluate_checkpoint(
     ``split``: of the fold (default ``"test"``); a ``list:`` spec is one split and takes none. When the
     videos are the ones the run was trained on (its checkpoint records their fingerprint), a warning says
     so and the result has ``held_out: false``.
+
+    ``on_error="skip"`` leaves the clips of unreadable videos out (named in a warning, counted in
+    ``skipped_clips``); ``short`` (default: the run's) says what a video shorter than a clip gives;
+    ``short_videos`` counts them.
     """
     from ..datasets import load
     from . import distributed
     from .engine import StudentNet, evaluate, to_channels_last
-    from .run import _model_figures, is_list_spec, load_run_model, make_eval_loader, teacher_clip_settings
+    from .run import (
+        LoaderReports,
+        WatchedLoader,
+        _model_figures,
+        check_short_videos,
+        is_list_spec,
+        load_run_model,
+        make_eval_loader,
+        teacher_clip_settings,
+    )
 
     if clips < 1:
         raise ValueError(f"--clips: must be at least 1, got {clips}")
@@ -51,7 +66,10 @@ def evaluate_checkpoint(
         if "config" in ckpt
         else RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
     )
-    cfg.batch_size, cfg.threads, cfg.device = batch_size, threads, device
+    cfg.batch_size, cfg.threads, cfg.device, cfg.on_error = batch_size, threads, device, on_error
+    if short is not None:
+        cfg.short = short
+    cfg.validate()
     vids = load(data, split or "train")
     trained_on = (ckpt.get("inputs") or {}).get("train_data")
     held_out = None  # unknown: a checkpoint from before fingerprints were recorded
@@ -89,7 +107,9 @@ def evaluate_checkpoint(
         to_channels_last(model)
         if t_model is not None:
             to_channels_last(t_model)
-    loader = make_eval_loader(cfg, vids.items, dev, clips)
+    if cfg.short == "error" and cfg.on_error == "raise":
+        check_short_videos(cfg, [vids])
+    loader = WatchedLoader(make_eval_loader(cfg, vids.items, dev, clips), cfg.stride)
     res = evaluate(
         StudentNet(model),
         loader,
@@ -104,6 +124,8 @@ def evaluate_checkpoint(
         progress=progress,
         desc="eval",
     )
+    res.update(loader.counts())
+    LoaderReports(cfg, True)(loader, res, "evaluated", len(vids))
     out = {
         "checkpoint": str(path),
         "model": meta["name"],

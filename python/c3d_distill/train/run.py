@@ -55,7 +55,11 @@ from .engine import (
 
 # Settings that may change between a run and its resumption without changing what it computes. The data
 # and teacher paths may change (a moved data set); what they hold is compared by fingerprint instead.
-RESUMABLE_CHANGES = {"device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data", "test_data"}
+RESUMABLE_CHANGES = {
+    "device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data", "test_data",
+    "on_error",  # a run stopped by a corrupt video continues with --on-error skip
+    "teacher_cache_mb",  # cached outputs are bit-identical to computed ones
+}
 
 
 def seed_everything(seed: int) -> None:
@@ -139,10 +143,115 @@ def _loader(cfg: RunConfig, items, device: torch.device, *, train: bool, **kw):
         seed=cfg.seed,
         prefetch=cfg.prefetch,
         threads=cfg.threads,
+        short=cfg.short,
+        on_error=cfg.on_error,
         return_meta=True,
         **kw,
         **_read_kwargs(cfg, device, train=train),
     )
+
+
+class WatchedLoader:
+    """A ClipLoader (``return_meta=True``) passed through unchanged, counting what each pass over it lost or
+    padded: ``skipped`` — every clip left out (``on_error="skip"``) as ``(video, path, message)`` — and
+    ``short`` — the videos whose clips were padded or looped because they are shorter than a clip. A clip of
+    a long enough video takes every ``stride``-th frame; any other step between its frames means padding."""
+
+    def __init__(self, loader, stride: int):
+        self.loader = loader
+        self.stride = int(stride)
+        self.skipped: list[tuple[int, str, str]] = []
+        self.short: set[int] = set()
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        self.skipped, self.short = [], set()
+        for batch in self.loader:
+            meta = batch[2]
+            self.skipped.extend(meta.get("skipped", ()))
+            frames = meta["frames"]
+            if frames.shape[1] > 1:
+                padded = ((frames[:, 1:] - frames[:, :-1]) != self.stride).any(1)
+                self.short.update(int(v) for v in meta["video"][padded])
+            yield batch
+
+    def counts(self) -> dict[str, int]:
+        """``skipped_clips`` and ``short_videos`` of the last pass, summed over DDP ranks."""
+        t = torch.tensor([len(self.skipped), len(self.short)], dtype=torch.float64)
+        t = distributed.all_reduce_sum(t)
+        return {"skipped_clips": int(t[0]), "short_videos": int(t[1])}
+
+
+class LoaderReports:
+    """Warnings for what the loaders lost or padded: each unreadable file named once (each rank names its
+    own), short videos once per split with their count."""
+
+    def __init__(self, cfg: RunConfig, main: bool):
+        self.cfg = cfg
+        self.main = main
+        self.bad: dict[str, str] = {}  # path -> first message
+        self.short_warned: set[str] = set()
+
+    def __call__(self, watch: WatchedLoader, counts: dict[str, int], what: str, total: int) -> None:
+        new = {}
+        for _, path, message in watch.skipped:
+            if path not in self.bad:
+                self.bad[path] = new[path] = message
+        if new:
+            shown = [f"{p} ({m})" for p, m in list(new.items())[:20]]
+            more = f"; … and {len(new) - 20} more" if len(new) > 20 else ""
+            rank = distributed.info().rank
+            print(
+                f"WARNING: --on-error skip{f' (rank {rank})' if distributed.is_initialized() else ''}: "
+                f"{len(new)} unreadable video(s) left out of the {what} clips: " + "; ".join(shown) + more,
+                file=sys.stderr,
+                flush=True,
+            )
+        n = counts["short_videos"]
+        if n and self.main and what not in self.short_warned:
+            self.short_warned.add(what)
+            c = self.cfg
+            span = (c.frames - 1) * c.stride + 1
+            how = {"repeat": "padded by repeating their last frame", "loop": "looped from their start"}.get(
+                c.short, c.short
+            )
+            print(
+                f"WARNING: {n} {what} videos (of {total}) are shorter than a clip ({c.frames} frames × stride "
+                f"{c.stride} = {span} frames): {how} (--short {c.short}; the count is short_videos in "
+                "metrics.jsonl; --short error refuses them)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+def check_short_videos(cfg: RunConfig, lists) -> None:
+    """``--short error``: every video shorter than a clip, named in one error before the run starts (the
+    loader would stop at the first one, without its name)."""
+    from ..data import VideoReader
+    from ..datasets import DatasetError
+
+    span = (cfg.frames - 1) * cfg.stride + 1
+    seen: set[str] = set()
+    problems = []
+    for vl in lists:
+        for path, _ in vl.items:
+            if path in seen:
+                continue
+            seen.add(path)
+            n = VideoReader(path).num_frames
+            if n < span:
+                problems.append(f"{path}: {n} frames")
+    if problems:
+        raise DatasetError(
+            f"--short error: {len(problems)} video(s) shorter than a clip ({cfg.frames} frames × stride "
+            f"{cfg.stride} = {span} frames; --short repeat or loop pads them)",
+            problems,
+        )
 
 
 def make_train_loader(cfg: RunConfig, items, device: torch.device):
@@ -479,6 +588,8 @@ def run(
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     seed_everything(cfg.seed)
     train_list, test_list = load_lists(cfg)
+    if cfg.short == "error" and cfg.on_error == "raise":
+        check_short_videos(cfg, [train_list, test_list])
     overlap = test_overlap(train_list, test_list)
     if overlap and dinfo.is_main:
         print(
@@ -570,8 +681,9 @@ def run(
     )
     optimizer = build_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
 
-    train_loader = make_train_loader(cfg, train_list.items, device)
-    test_loader = make_eval_loader(cfg, test_list.items, device, cfg.eval_clips)
+    train_loader = WatchedLoader(make_train_loader(cfg, train_list.items, device), cfg.stride)
+    test_loader = WatchedLoader(make_eval_loader(cfg, test_list.items, device, cfg.eval_clips), cfg.stride)
+    reports = LoaderReports(cfg, dinfo.is_main)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(
@@ -623,7 +735,7 @@ def run(
     progress = cfg.progress and dinfo.is_main
 
     def evaluate_on(loader, what: str) -> dict[str, Any]:
-        return evaluate(
+        res = evaluate(
             net,
             loader,
             objective,
@@ -636,6 +748,9 @@ def run(
             desc=f"{run_name} {what}",
             **norm,
         )
+        counts = loader.counts()
+        reports(loader, counts, "test", len(test_list))
+        return {**res, **counts}
 
     done_now = 0
     cache_full_reported = False
@@ -661,6 +776,8 @@ def run(
                 color_permute_seed=cfg.seed if cfg.color_permute else None,
                 **norm,
             )
+            tr.update(train_loader.counts())
+            reports(train_loader, tr, "training", len(train_list))
             te = evaluate_on(test_loader, "test")
             if cache is not None and cache.not_stored and not cache_full_reported and dinfo.is_main:
                 cache_full_reported = True
@@ -684,7 +801,9 @@ def run(
         finished = len([r for r in log.rows if r["split"] == "train"]) >= cfg.epochs
         result: dict[str, Any] = {}
         if finished:
-            final_loader = make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips)
+            final_loader = WatchedLoader(
+                make_eval_loader(cfg, test_list.items, device, cfg.final_eval_clips), cfg.stride
+            )
             fin = evaluate_on(final_loader, "final")
             train_rows = [r for r in log.rows if r["split"] == "train"]
             result = {
@@ -702,6 +821,7 @@ def run(
                 "test_videos": len(test_list),
                 "held_out": overlap == 0,
                 "test_videos_also_in_training": overlap,
+                "unreadable_videos": sorted(reports.bad),  # left out with --on-error skip (this rank's)
                 "device": str(device),
                 "world_size": dinfo.world_size,
                 **{f"final_{k}": v for k, v in fin.items()},
