@@ -5,6 +5,7 @@
 //! packets (or decode the whole video, for `probe`'s exact index).
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -53,26 +54,27 @@ fn store(path: &Path, stamp: Stamp, index: VideoIndex) -> Arc<VideoIndex> {
 
 /// The index of `path`: from the cache, else read from the packets when they can be trusted
 /// (`video::index_packets`), else by decoding (`video::probe`, with `threads` decoder threads).
-pub fn index(path: &Path, threads: usize) -> Result<Arc<VideoIndex>> {
+/// `cancel` stops either at its next packet (`ClipError::Interrupted`).
+pub fn index(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
     if let Some(idx) = lookup(path, &st) {
         return Ok(idx);
     }
-    let idx = match video::index_packets(path)? {
+    let idx = match video::index_packets(path, cancel)? {
         Some(idx) => idx,
-        None => video::probe(path, threads)?,
+        None => video::probe(path, threads, cancel)?,
     };
     Ok(store(path, st, idx))
 }
 
 /// The exact index of `path` (every frame decoded once, with `threads` decoder threads), replacing a
 /// packet-based one in the cache.
-pub fn exact_index(path: &Path, threads: usize) -> Result<Arc<VideoIndex>> {
+pub fn exact_index(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
     if let Some(idx) = lookup(path, &st).filter(|i| i.exact) {
         return Ok(idx);
     }
-    let idx = video::probe(path, threads)?;
+    let idx = video::probe(path, threads, cancel)?;
     Ok(store(path, st, idx))
 }
 

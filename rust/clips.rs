@@ -310,13 +310,15 @@ pub fn read_clips(
                 if cancel.load(Ordering::Relaxed) {
                     return Err(ClipError::Interrupted);
                 }
-                catch_unwind(AssertUnwindSafe(|| cache::index(&g.path, index_threads)))
-                    .unwrap_or_else(|p| {
-                        Err(ClipError::decode(
-                            &g.path,
-                            format!("internal error (Rust panic: {})", panic_message(p)),
-                        ))
-                    })
+                catch_unwind(AssertUnwindSafe(|| {
+                    cache::index(&g.path, index_threads, cancel)
+                }))
+                .unwrap_or_else(|p| {
+                    Err(ClipError::decode(
+                        &g.path,
+                        format!("internal error (Rust panic: {})", panic_message(p)),
+                    ))
+                })
             })
             .collect()
     });
@@ -826,7 +828,7 @@ fn decode_with_retries(
                 if route.header_only {
                     route.header_only = false;
                 } else if !index.exact {
-                    index = cache::exact_index(path, ctx.decoder_threads)?;
+                    index = cache::exact_index(path, ctx.decoder_threads, ctx.cancel)?;
                 } else if route.seek {
                     route.seek = false;
                 } else {

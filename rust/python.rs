@@ -83,7 +83,7 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
 #[pyfunction]
 fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = guarded(py, &what, || cache::index(&path, 1))?;
+    let index = interruptible(py, &what, |cancel| cache::index(&path, 1, cancel))?;
     index_dict(py, &index)
 }
 
@@ -91,7 +91,7 @@ fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
 #[pyfunction]
 fn probe_exact<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = guarded(py, &what, || cache::exact_index(&path, 1))?;
+    let index = interruptible(py, &what, |cancel| cache::exact_index(&path, 1, cancel))?;
     index_dict(py, &index)
 }
 
@@ -110,6 +110,66 @@ fn cache_len() -> usize {
 
 /// How often the waiting thread wakes to let Python handle signals (Ctrl-C) during a long read.
 const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// Run `work` on a thread of its own while this one waits without the GIL, waking every
+/// SIGNAL_POLL to run Python's signal handlers. When a handler raises (Ctrl-C: KeyboardInterrupt),
+/// `cancel` is set, the work stops at its next packet (decoding and indexing check it), and the
+/// handler's exception is raised once the work has ended. The wait goes on running the handlers
+/// meanwhile (a later handler's exception replaces the first). A panic in `work` becomes a
+/// `VideoDecodeError` naming `what`.
+fn interruptible<T: Send>(
+    py: Python<'_>,
+    what: &str,
+    work: impl FnOnce(&AtomicBool) -> Result<T, ClipError> + Send,
+) -> PyResult<T> {
+    type Outcome<T> = std::thread::Result<Result<T, ClipError>>;
+    let cancel = AtomicBool::new(false);
+    let (tx, rx) = mpsc::channel::<Outcome<T>>();
+    let rx = std::sync::Mutex::new(rx); // shared with the detached closures (a Receiver is not Sync)
+    let outcome: PyResult<Outcome<T>> = std::thread::scope(|scope| {
+        let cancel = &cancel;
+        std::thread::Builder::new()
+            .name("c3d-clips-call".into())
+            .spawn_scoped(scope, move || {
+                let _ = tx.send(catch_unwind(AssertUnwindSafe(|| work(cancel))));
+            })
+            .map_err(|e| {
+                PyRuntimeError::new_err(format!("{what}: cannot start a worker thread: {e}"))
+            })?;
+        let mut raised: Option<PyErr> = None;
+        loop {
+            match py.detach(|| {
+                rx.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .recv_timeout(SIGNAL_POLL)
+            }) {
+                Ok(r) => return raised.map_or(Ok(r), Err),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(e) = py.check_signals() {
+                        cancel.store(true, Ordering::Relaxed);
+                        raised = Some(e);
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return raised.map_or(
+                        Ok(Err(Box::new("worker thread ended without a result")
+                            as Box<dyn std::any::Any + Send>)),
+                        Err,
+                    )
+                }
+            }
+        }
+    });
+    match outcome? {
+        Ok(r) => r.map_err(to_py_err),
+        Err(panic) => {
+            let msg = clips::panic_message(panic);
+            Err(VideoDecodeError::new_err(format!(
+                "{what}: internal error (Rust panic: {msg})"
+            )))
+        }
+    }
+}
 
 /// The Rust side of `read_clips` (arguments already normalised by `data/reader.py`).
 /// Returns `(array, ok_positions, failed)` with `failed = [(position, path, kind, message)]`.
@@ -200,50 +260,10 @@ fn read_clips<'py>(
         .map(|(path, frames)| ClipRequest { path, frames })
         .collect();
 
-    // The work runs on its own thread while this one waits without the GIL, waking every
-    // SIGNAL_POLL to run Python's signal handlers: Ctrl-C sets `cancel`, the decoders stop at their
-    // next packet, and KeyboardInterrupt is raised here promptly.
-    let cancel = AtomicBool::new(false);
-    let (tx, rx) = mpsc::channel();
-    let rx = std::sync::Mutex::new(rx); // shared with the detached closures (a Receiver is not Sync)
-    let outcome = std::thread::scope(|scope| {
-        let (requests, spec, cancel) = (&requests, &spec, &cancel);
-        scope.spawn(move || {
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                clips::read_clips(requests, spec, threads, skip, cancel)
-            }));
-            let _ = tx.send(r);
-        });
-        loop {
-            match py.detach(|| {
-                rx.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .recv_timeout(SIGNAL_POLL)
-            }) {
-                Ok(r) => return Ok(r),
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Err(e) = py.check_signals() {
-                        cancel.store(true, Ordering::Relaxed);
-                        let _ = py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv());
-                        return Err(e);
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    return Ok(Err(Box::new("worker thread ended without a result")
-                        as Box<dyn std::any::Any + Send>))
-                }
-            }
-        }
+    // Ctrl-C stops the decoders at their next packet and raises KeyboardInterrupt here promptly.
+    let batch = interruptible(py, "read_clips", |cancel| {
+        clips::read_clips(&requests, &spec, threads, skip, cancel)
     })?;
-    let batch = match outcome {
-        Ok(r) => r.map_err(to_py_err)?,
-        Err(panic) => {
-            let msg = clips::panic_message(panic);
-            return Err(VideoDecodeError::new_err(format!(
-                "read_clips: internal error (Rust panic: {msg})"
-            )));
-        }
-    };
     let array = match batch.data {
         Data::U8(v) => pooled_array(py, v, &batch.shape),
         Data::F32(v) => pooled_array(py, v, &batch.shape),

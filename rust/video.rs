@@ -6,6 +6,7 @@
 //! duplicated). The decode planner maps frames it decodes after a seek back to these indices
 //! through their timestamps.
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
 use ffmpeg::{codec, format, media, Rational};
@@ -210,8 +211,9 @@ const MAX_CONSECUTIVE_ERRORS: usize = 64;
 
 /// Index `path` by decoding every frame once, with `threads` FFmpeg decoder threads (the caller's
 /// share of its threads: not 0, which would let FFmpeg start up to 16 per video even in a
-/// DataLoader worker reading with one thread, on each of the pool's workers at once).
-pub fn probe(path: &Path, threads: usize) -> Result<VideoIndex> {
+/// DataLoader worker reading with one thread, on each of the pool's workers at once). `cancel` set
+/// (Ctrl-C) stops it at the next packet with `ClipError::Interrupted`.
+pub fn probe(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<VideoIndex> {
     let mut opened = open(path)?;
     let mut dec = decoder(path, &opened, threads.max(1))?;
     let codec = dec
@@ -251,6 +253,9 @@ pub fn probe(path: &Path, threads: usize) -> Result<VideoIndex> {
 
     let mut packet = ffmpeg::Packet::empty();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ClipError::Interrupted);
+        }
         match read_packet(&mut packet, &mut opened.input) {
             Ok(()) => {
                 if packet.stream() != opened.stream_index {
@@ -338,8 +343,8 @@ const PACKET_INDEXED_CODECS: &[codec::Id] = &[
 /// first frame (in presentation order) that is not a keyframe. The caller then uses `probe`.
 ///
 /// Such an index has `exact = false`: the reader compares every frame it decodes with it and falls
-/// back to `probe` on the first disagreement.
-pub fn index_packets(path: &Path) -> Result<Option<VideoIndex>> {
+/// back to `probe` on the first disagreement. `cancel` as for `probe`.
+pub fn index_packets(path: &Path, cancel: &AtomicBool) -> Result<Option<VideoIndex>> {
     let mut opened = open(path)?;
     let (id, width, height, video_delay) = {
         let stream = opened
@@ -369,6 +374,9 @@ pub fn index_packets(path: &Path) -> Result<Option<VideoIndex>> {
     let mut packets: Vec<(i64, bool)> = Vec::new();
     let mut packet = ffmpeg::Packet::empty();
     loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(ClipError::Interrupted);
+        }
         match read_packet(&mut packet, &mut opened.input) {
             Ok(()) => {
                 if packet.stream() != opened.stream_index {
@@ -533,7 +541,7 @@ pub(crate) mod tests {
             "probe_h264.mp4",
             &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"],
         );
-        let idx = probe(&path, 1).unwrap();
+        let idx = probe(&path, 1, &AtomicBool::new(false)).unwrap();
         assert_eq!(idx.num_frames, 40);
         assert_eq!((idx.width, idx.height), (320, 240));
         assert_eq!(idx.keyframes, vec![0, 10, 20, 30]);
@@ -544,13 +552,14 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_and_garbage_files_are_errors() {
+        let no = AtomicBool::new(false);
         assert!(matches!(
-            probe(Path::new("/definitely/not/here.mp4"), 1),
+            probe(Path::new("/definitely/not/here.mp4"), 1, &no),
             Err(ClipError::NotFound { .. })
         ));
         let junk = std::env::temp_dir().join(format!("c3d_junk_{}.avi", std::process::id()));
         std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
-        let err = probe(&junk, 1).unwrap_err();
+        let err = probe(&junk, 1, &no).unwrap_err();
         assert!(matches!(err, ClipError::Decode { .. }));
         assert!(err.to_string().contains("c3d_junk_"));
         std::fs::remove_file(junk).unwrap();

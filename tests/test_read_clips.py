@@ -283,6 +283,37 @@ def test_ctrl_c_interrupts_a_long_read(video_dir):
     assert float(seconds) < 1.5
 
 
+@pytest.mark.parametrize("call", ["read_clips", "probe"])
+def test_ctrl_c_interrupts_indexing(video_dir, call):
+    # A video indexed by decoding every frame (MPEG-4 with B-frames in AVI: seconds on one thread).
+    # Indexing checks the cancel flag at every packet, and probe() waits for its worker like
+    # read_clips: SIGINT after 0.5 s ends either call within a fraction of the indexing time.
+    path = videogen.slow_to_index(video_dir)
+    copy = video_dir / f"slow_to_index_{call}.avi"  # a name of its own: not indexed in this process
+    if not copy.exists():
+        copy.symlink_to(path)
+    work = {"read_clips": f"read_clips([({str(copy)!r}, range(16))], threads=1, size=(32, 32), crop=None)",
+            "probe": f"probe({str(copy)!r})"}[call]
+    code = textwrap.dedent(f"""
+        import os, signal, threading, time
+        from c3d_distill.data import probe, read_clips
+        threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+        t = time.perf_counter()
+        try:
+            {work}
+            print("finished", time.perf_counter() - t)
+        except KeyboardInterrupt:
+            print("interrupted", time.perf_counter() - t)
+        print("indexed", probe({str(copy)!r})["num_frames"])  # no half-built index was kept
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [line.split() for line in proc.stdout.splitlines()]
+    assert lines[0][0] == "interrupted", proc.stdout
+    assert float(lines[0][1]) < 1.5
+    assert lines[1] == ["indexed", "10000"], proc.stdout
+
+
 def test_reader_and_read_clips_agree(mpeg4_avi):
     idx = [7, 3, 40, 40]
     a = VideoReader(mpeg4_avi).get_frames(idx)
