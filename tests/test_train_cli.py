@@ -247,6 +247,43 @@ def test_distill_errors_name_the_option(teacher, synth, tmp_path, capsys):
         main(["--debug", *base, "--teacher", str(tmp_path / "nope")])
 
 
+def test_distill_starts_from_the_file_transfer_writes(teacher, synth, tmp_path, capsys):
+    init = tmp_path / "mc4_init.pt"
+    assert main(["transfer", "--teacher", str(teacher), "--student", "mc4", "--out", str(init)]) == 0
+    base = ["distill", "--teacher", str(teacher), "--data", synth, "--epochs", "1", *FAST]
+    out = tmp_path / "from_file"
+    assert main([*base, "--student", "mc4", "--init", str(init), "--out", str(out), "--stop-after", "0"]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["init"] == str(init)
+    file = load_checkpoint(init)
+    assert json.loads((out / "transfer.json").read_text()) == file["transfer"]  # its report, kept
+    # the student is the file's (the head too: the teacher's, which transfer copied)
+    from c3d_distill.train.config import RunConfig
+    from c3d_distill.train.run import load_run_model, student_from_file
+
+    t, tmeta, _ = load_run_model(teacher)
+    student, report = student_from_file(RunConfig.from_dict(cfg), t, tmeta)
+    assert same_weights(student.state_dict(), file["model"]) and report == file["transfer"]
+    assert main([*base, "--student", "mc4", "--init", str(init), "--out", str(out), "--overwrite"]) == 0
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "| mc4 | mc4_init.pt | feature |" in (tmp_path / "rep" / "table.md").read_text()
+    assert "was made from another teacher" not in capsys.readouterr().err
+    from c3d_distill.train.checkpoint import save_checkpoint
+
+    other = load_checkpoint(teacher)
+    other["model"]["conv1.bias"] += 1.0
+    save_checkpoint(other, tmp_path / "other.pt")
+    assert main([*base[:2], str(tmp_path / "other.pt"), *base[3:], "--student", "mc4", "--init", str(init),
+                 "--out", str(tmp_path / "o"), "--stop-after", "0"]) == 0
+    assert "was made from another teacher" in capsys.readouterr().err
+    # a file for another student, or no file, is refused naming what differs
+    err = error(capsys, [*base, "--student", "sp", "--init", str(init), "--out", str(tmp_path / "x")])
+    assert "name: the file has 'mc4', this run needs 'sp'" in err and "c3d-distill transfer" in err
+    err = error(capsys, [*base, "--student", "mc4", "--init", str(tmp_path / "nope.pt"), "--out",
+                         str(tmp_path / "x")])
+    assert "is neither transfer, random nor a student checkpoint file" in err
+
+
 def test_distill_makes_its_clips_the_way_the_teacher_was_trained(teacher, synth, tmp_path, capsys):
     from c3d_distill.train.checkpoint import save_checkpoint
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from .config import (
     DEFAULT_MEAN,
     DEFAULT_STD,
-    INITS,
     LOSSES,
     ON_ERROR,
     OPTIMIZERS,
@@ -45,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
     p.add_argument("--student", "--model", dest="model", default="mc4", help="student model (default mc4)")
     p.add_argument(
-        "--init", choices=INITS, default="transfer", help="start from the teacher's weights or random"
+        "--init",
+        default="transfer",
+        metavar="{transfer,random,FILE}",
+        help="where the student starts: transfer (the teacher's weights, transferred now; default), random, "
+        "or FILE, a student written by `c3d-distill transfer --out FILE` (its student, width, frames, size "
+        "and classes must be this run's)",
     )
     p.add_argument("--loss", choices=[x for x in LOSSES if x != "ce"], default="feature")
     p.add_argument("--hints", action="store_true", help="add fold-hint MSE losses at every matching stage")

@@ -11,7 +11,7 @@ from typing import Any
 
 MODES = ("train", "distill")
 LOSSES = ("ce", "feature", "kd", "feature+kd")
-INITS = ("transfer", "random")
+INITS = ("transfer", "random")  # or the path of a student checkpoint (what `c3d-distill transfer` writes)
 OPTIMIZERS = ("sgd", "adamw")
 SAMPLERS = ("random", "uniform", "center")
 ON_ERROR = ("raise", "skip")  # an unreadable video: stop the run, or leave its clips out (counted, named)
@@ -101,8 +101,12 @@ class RunConfig:
             bad("mode", f"{self.mode!r} is not one of {MODES}")
         if self.loss not in LOSSES:
             bad("loss", f"{self.loss!r} is not one of {LOSSES}")
-        if self.init not in INITS:
-            bad("init", f"{self.init!r} is not one of {INITS}")
+        if self.init not in INITS and (self.mode == "train" or not Path(self.init).is_file()):
+            bad(
+                "init",
+                f"{self.init!r} is neither transfer, random nor a student checkpoint file (as written by "
+                "`c3d-distill transfer --out FILE`)",
+            )
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
         if self.schedule not in SCHEDULES:

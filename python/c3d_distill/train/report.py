@@ -43,10 +43,16 @@ class Run:
         return self.config["mode"] == "train"
 
     @property
+    def init(self) -> str:
+        """transfer, random, or the name of the student file it started from (``--init FILE``)."""
+        init = str(self.config.get("init", ""))
+        return init if init in ("transfer", "random") else Path(init).name
+
+    @property
     def label(self) -> str:
         if self.is_teacher:
             return f"{self.model} (teacher)"
-        return f"{self.model} {self.config['init']}"
+        return f"{self.model} {self.init}"
 
     def series(self, split: str, key: str) -> tuple[list[int], list[float]]:
         pts = [(r["epoch"], r[key]) for r in self.rows if r.get("split") == split and r.get(key) is not None]
@@ -78,7 +84,7 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
             {
                 "run": r.name,
                 "model": r.model,
-                "init": "scratch" if r.is_teacher else r.config["init"],
+                "init": "scratch" if r.is_teacher else r.init,
                 "loss": e.get("loss", r.config["loss"] + ("+hints" if r.config.get("hints") else "")),
                 "epochs": r.config["epochs"],
                 "params": e.get("params"),

@@ -398,11 +398,48 @@ def collapsed_teacher(teacher: nn.Module, probe: torch.Tensor) -> str | None:
     return None
 
 
+def student_from_file(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any]) -> tuple[nn.Module, dict | None]:
+    """``--init FILE``: the student a ``c3d-distill transfer --out FILE`` wrote (or any c3d-distill checkpoint
+    of this student). Its model, width, clip length, input size and classes must be this run's: the
+    student named by ``--student`` at the teacher's shape. Returns ``(student, its transfer report or None)``."""
+    from ..models import create_model
+
+    src = str(resolve_checkpoint(cfg.init))
+    ckpt = load_checkpoint(src, map_location="cpu")
+    meta = ckpt.get("model_meta")
+    if ckpt.get("format") != FORMAT or not isinstance(meta, dict):
+        raise CheckpointError(
+            f"--init {src}: not a c3d-distill student checkpoint (no model_meta); make one with "
+            f"`c3d-distill transfer --teacher {cfg.teacher} --student {cfg.model} --out FILE`"
+        )
+    want = {"name": cfg.model, "width": tmeta["width"], "frames": tmeta["frames"], "size": tmeta["size"],
+            "num_classes": tmeta["num_classes"]}
+    diffs = [f"{k}: the file has {meta.get(k)!r}, this run needs {v!r}" for k, v in want.items() if meta.get(k) != v]
+    if diffs:
+        raise ValueError(
+            f"--init {src} does not fit this run (--student {cfg.model} at the teacher's shape): " + "; ".join(diffs)
+            + f". Make a matching one with `c3d-distill transfer --teacher {cfg.teacher} --student {cfg.model} "
+            "--out FILE`, or use --init transfer"
+        )
+    made_from = ckpt.get("teacher_sha256")
+    if made_from is not None and made_from != state_fingerprint(unwrap(teacher).state_dict()):
+        print(f"WARNING: --init {src} was made from another teacher than --teacher {cfg.teacher} (its weights "
+              "differ); the student starts from that teacher's approximation", file=sys.stderr, flush=True)
+    student = create_model(
+        cfg.model, tmeta["num_classes"], width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"],
+        dropout=cfg.dropout, fast=cfg.fast,
+    )
+    load_weights(student, model_state(ckpt), source=f"--init {src}")
+    report = ckpt.get("transfer")
+    return student, report if isinstance(report, dict) else None
+
+
 def build_student(
     cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any], probe: torch.Tensor | None = None
 ) -> tuple[nn.Module, dict | None]:
     """The student named ``cfg.model`` at the teacher's width/frames/size, from the teacher's weights
-    (``init="transfer"``, calibrated on ``probe`` clips when given) or random. With ``loss="feature"`` the
+    (``init="transfer"``, calibrated on ``probe`` clips when given), random, or from a student checkpoint
+    file (``init=PATH``, see :func:`student_from_file`). With ``loss="feature"`` the
     head is the teacher's and stays frozen: the loss never reaches it, and a frozen copy reads the
     teacher's feature space the student learns."""
     from ..models import create_model
@@ -411,7 +448,9 @@ def build_student(
         width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast
     )
     report = None
-    if cfg.init == "transfer":
+    if cfg.init not in ("transfer", "random"):
+        student, report = student_from_file(cfg, teacher, tmeta)
+    elif cfg.init == "transfer":
         from ..transfer import transfer
 
         student, report = transfer(
@@ -422,8 +461,8 @@ def build_student(
         _copy_head(student, teacher)
     else:
         student = create_model(cfg.model, tmeta["num_classes"], **kw)
-        if cfg.loss == "feature":
-            _copy_head(student, teacher)
+    if cfg.init != "transfer" and cfg.loss == "feature":
+        _copy_head(student, teacher)
     if cfg.loss == "feature":
         for name in ("fc6", "fc7", "fc8"):
             for p in getattr(student, name).parameters():
@@ -639,7 +678,7 @@ def run(
             print(f"WARNING: --teacher {cfg.teacher}: {why}; distillation has nothing to learn from it "
                   "(was its training stable? see its metrics.jsonl)", file=sys.stderr, flush=True)
         if cfg.init != "transfer":
-            probe = None
+            probe = None  # calibration clips are for the weight transfer only
         seed_everything(cfg.seed)
         model, transfer_report = build_student(cfg, teacher, tmeta, probe)
         teacher.to(device)

@@ -126,15 +126,19 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
     return torch.from_numpy(arr)
 
 
-def checkpoint_dict(student, report) -> dict[str, Any]:
-    """The student as a c3d-distill checkpoint (``model_meta`` lets ``train``/``eval`` rebuild it)."""
-    from ..train.checkpoint import FORMAT
+def checkpoint_dict(student, report, teacher=None) -> dict[str, Any]:
+    """The student as a c3d-distill checkpoint (``model_meta`` lets ``train``/``eval`` rebuild it, and
+    ``distill --init FILE`` start from it; ``teacher_sha256`` says which teacher it approximates)."""
+    from ..train.checkpoint import FORMAT, state_fingerprint
 
     cfg = dict(student.config)
     meta = {k: cfg[k] for k in ("name", "num_classes", "width", "frames", "size", "dropout")}
     if isinstance(meta["size"], tuple):
         meta["size"] = list(meta["size"])
-    return {"format": FORMAT, "model": student.state_dict(), "model_meta": meta, "transfer": report.to_dict()}
+    out = {"format": FORMAT, "model": student.state_dict(), "model_meta": meta, "transfer": report.to_dict()}
+    if teacher is not None:
+        out["teacher_sha256"] = state_fingerprint(teacher.state_dict())
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -165,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
                                calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed)
     out = Path(args.out)
     report_path = Path(args.report) if args.report else out.with_suffix(".transfer.json")
-    save_checkpoint(checkpoint_dict(student.to("cpu"), report), out)
+    save_checkpoint(checkpoint_dict(student.to("cpu"), report, teacher), out)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     if args.json:
