@@ -205,15 +205,52 @@ pub struct VideoIndex {
     pub exact: bool,
 }
 
-/// Upper bound on consecutive demux/decode errors before a file is declared unreadable. A corrupt
-/// file can make every read fail; this keeps such a file from spinning.
+/// Upper bound on consecutive demux/decode errors of damaged data, after which the video is taken
+/// to end (see `probe`). A corrupt file can make every read fail; this keeps it from spinning.
 const MAX_CONSECUTIVE_ERRORS: usize = 64;
+
+/// How `av_read_frame` / `avcodec_send_packet` reads a packet: `read_packet`, or a stand-in that
+/// injects errors (tests).
+type ReadPacket<'a> = dyn FnMut(
+        &mut ffmpeg::Packet,
+        &mut format::context::Input,
+    ) -> std::result::Result<(), ffmpeg::Error>
+    + 'a;
 
 /// Index `path` by decoding every frame once, with `threads` FFmpeg decoder threads (the caller's
 /// share of its threads: not 0, which would let FFmpeg start up to 16 per video even in a
 /// DataLoader worker reading with one thread, on each of the pool's workers at once). `cancel` set
 /// (Ctrl-C) stops it at the next packet with `ClipError::Interrupted`.
+///
+/// Errors, and where the video ends:
+/// - a read error that says nothing about the file's bytes (an I/O error, out of memory, anything
+///   but end of file and FFmpeg's "invalid data") is an error naming the file, the cause and how
+///   far indexing got: taking the frames read so far for the whole video would leave a short
+///   index, cached, that the next attempt contradicts; so is a decoder out of memory;
+/// - damaged data (the demuxer's "invalid data", a packet the decoder rejects) is passed over, but
+///   after `MAX_CONSECUTIVE_ERRORS` in a row the video is taken to end there. That is how a
+///   truncated download ends (the demuxer fails on each packet past the cut): its index holds the
+///   frames before, which decode the same way every time (one thread), so it is exact and cached.
+///   (The `ffmpeg` command stops at a file's first read error of any kind.)
 pub fn probe(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<VideoIndex> {
+    probe_reading(path, threads, cancel, &mut read_packet)
+}
+
+/// The error for a failure that is not the file's data (see `probe`).
+fn not_the_data(path: &Path, what: &str, frames: usize, e: ffmpeg::Error) -> ClipError {
+    ClipError::decode(
+        path,
+        format!("{what} error after {frames} frames, while indexing: {e}"),
+    )
+}
+
+/// `probe` reading its packets through `read`.
+fn probe_reading(
+    path: &Path,
+    threads: usize,
+    cancel: &AtomicBool,
+    read: &mut ReadPacket,
+) -> Result<VideoIndex> {
     let mut opened = open(path)?;
     let mut dec = decoder(path, &opened, threads.max(1))?;
     let codec = dec
@@ -256,13 +293,20 @@ pub fn probe(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<VideoIn
         if cancel.load(Ordering::Relaxed) {
             return Err(ClipError::Interrupted);
         }
-        match read_packet(&mut packet, &mut opened.input) {
+        match read(&mut packet, &mut opened.input) {
             Ok(()) => {
                 if packet.stream() != opened.stream_index {
                     continue;
                 }
                 match dec.send_packet(&packet) {
                     Ok(()) => errors = 0,
+                    Err(
+                        e @ ffmpeg::Error::Other {
+                            errno: libc::ENOMEM,
+                        },
+                    ) => {
+                        return Err(not_the_data(path, "decoder", frame_pts.len(), e));
+                    }
                     Err(e) => {
                         errors += 1;
                         last_error = format!("decode error: {e}");
@@ -271,16 +315,15 @@ pub fn probe(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<VideoIn
                 drain(&mut dec, &mut frame_pts, &mut key_flags);
             }
             Err(ffmpeg::Error::Eof) => break,
-            Err(e) => {
+            Err(ffmpeg::Error::InvalidData) => {
                 errors += 1;
-                last_error = format!("read error: {e}");
-                if !matches!(e, ffmpeg::Error::InvalidData) {
-                    break; // I/O errors are sticky in FFmpeg: retrying would spin.
-                }
+                last_error = format!("read error: {}", ffmpeg::Error::InvalidData);
             }
+            // Not the data: and FFmpeg's I/O errors are sticky, retrying would spin.
+            Err(e) => return Err(not_the_data(path, "read", frame_pts.len(), e)),
         }
         if errors >= MAX_CONSECUTIVE_ERRORS {
-            break;
+            break; // damaged from here on: the video ends here (see above)
         }
     }
     let _ = dec.send_eof();
@@ -548,6 +591,54 @@ pub(crate) mod tests {
         assert_eq!(idx.codec, "h264");
         assert!((idx.fps - 25.0).abs() < 1e-9);
         assert!(idx.frame_pts.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn read_errors_end_indexing_only_when_they_are_the_files_data() {
+        let path = make_video(
+            "probe_read_errors.mp4",
+            &["-frames:v", "30", "-c:v", "libx264", "-g", "10"],
+        );
+        let no = AtomicBool::new(false);
+        // A read that fails after 10 packets with `error`, for good.
+        let failing = |error: ffmpeg::Error| {
+            let mut n = 0;
+            move |p: &mut ffmpeg::Packet, input: &mut format::context::Input| {
+                n += 1;
+                if n > 10 {
+                    Err(error)
+                } else {
+                    read_packet(p, input)
+                }
+            }
+        };
+        // An I/O error or no memory: an error naming the file and the cause, not a 10-frame index.
+        for (errno, cause) in [
+            (libc::EIO, "Input/output error"),
+            (libc::ENOMEM, "Cannot allocate memory"),
+        ] {
+            let mut read = failing(ffmpeg::Error::Other { errno });
+            let err = probe_reading(&path, 1, &no, &mut read).unwrap_err();
+            let msg = err.to_string();
+            assert!(matches!(err, ClipError::Decode { .. }), "{msg}");
+            assert!(msg.contains("probe_read_errors.mp4"), "{msg}");
+            assert!(
+                msg.contains(cause) && msg.contains("while indexing"),
+                "{msg}"
+            );
+        }
+        // Damaged data from packet 11 on (how a truncated download reads): the video ends there.
+        let mut read = failing(ffmpeg::Error::InvalidData);
+        let idx = probe_reading(&path, 1, &no, &mut read).unwrap();
+        assert_eq!(idx.num_frames, 10);
+        assert_eq!(probe(&path, 1, &no).unwrap().num_frames, 30);
+        // Cancelled: stops at once.
+        let yes = AtomicBool::new(true);
+        assert!(matches!(probe(&path, 1, &yes), Err(ClipError::Interrupted)));
+        assert!(matches!(
+            index_packets(&path, &yes),
+            Err(ClipError::Interrupted)
+        ));
     }
 
     #[test]
