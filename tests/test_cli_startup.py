@@ -11,7 +11,10 @@ from c3d_distill.cli import COMMANDS, build_parser, main
 CHECK = """
 import sys
 from c3d_distill.cli import main
-rc = main({argv!r})
+try:
+    rc = main({argv!r})
+except SystemExit as exc:  # --help
+    rc = exc.code
 print("TORCH" if "torch" in sys.modules else "NO-TORCH", rc)
 """
 
@@ -27,6 +30,18 @@ def test_probe_and_data_commands_do_not_import_torch(mpeg4_avi, tmp_path):
     assert run_in_fresh_process(["probe", str(mpeg4_avi)]) == "NO-TORCH 0"
     (tmp_path / "l.txt").write_text(f"{mpeg4_avi} 0\n", encoding="utf-8")
     assert run_in_fresh_process(["data", "info", f"list:{tmp_path / 'l.txt'}", "--probe", "1"]) == "NO-TORCH 0"
+
+
+def test_help_of_the_torch_commands_and_report_do_not_import_torch(tmp_path):
+    for cmd in ("train", "distill", "eval", "transfer"):
+        assert run_in_fresh_process([cmd, "--help"]) == "NO-TORCH 0", cmd
+    run = tmp_path / "runs" / "t"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"model": "c3d", "mode": "train", "init": "transfer", "loss": "ce", '
+                                     '"epochs": 1}')
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "split": "train", "loss": 1.0, "ce": 1.0}\n'
+                                       '{"epoch": 1, "split": "test", "loss": 1.1, "ce": 1.1, "top1": 0.5}\n')
+    assert run_in_fresh_process(["report", str(run), "--out", str(tmp_path / "rep")]) == "NO-TORCH 0"
 
 
 def test_help_lists_every_command(capsys):

@@ -1,11 +1,44 @@
 """Training and distillation: the engine (``train_one_epoch`` / ``evaluate``), losses, checkpoints, runs,
 reports and the demo. The ``c3d-distill`` subcommands train / distill / eval / report / demo live in
-``train/cli.py``."""
+``train/cli.py``.
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .config import RunConfig
-from .engine import Objective, StudentNet, TeacherCache, evaluate, lr_at, train_one_epoch
-from .losses import feature_loss, hint_loss, kd_loss
+The names below are imported on first use: the command line reads ``train/cli.py`` (and ``report`` runs)
+without importing torch, which takes seconds."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_WHERE = {
+    "CheckpointError": ".checkpoint",
+    "load_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "RunConfig": ".config",
+    "Objective": ".engine",
+    "StudentNet": ".engine",
+    "TeacherCache": ".engine",
+    "evaluate": ".engine",
+    "lr_at": ".engine",
+    "train_one_epoch": ".engine",
+    "feature_loss": ".losses",
+    "hint_loss": ".losses",
+    "kd_loss": ".losses",
+}
+
+if TYPE_CHECKING:
+    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from .config import RunConfig
+    from .engine import Objective, StudentNet, TeacherCache, evaluate, lr_at, train_one_epoch
+    from .losses import feature_loss, hint_loss, kd_loss
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(where, __name__), name)
+
 
 __all__ = [
     "CheckpointError",

@@ -3,11 +3,41 @@
 ``transfer(teacher, name, **model_kwargs) -> (student, report)`` builds and fills the student;
 ``fold_hint_pairs(teacher, student)`` names the stages whose outputs share a space after folding;
 ``register(subparsers)`` adds ``c3d-distill transfer``. The kernel arithmetic lives in :mod:`.kernels`.
+Everything but ``register`` is imported on first use (it needs torch, which takes seconds to import).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .cli import register
-from .core import TransferReport, align, fold_hint_pairs, make_probe, transfer
-from .kernels import band_expand, band_pool, rel_err, sp_compose, sp_matrix, sp_split
+
+_WHERE = {
+    "TransferReport": ".core",
+    "align": ".core",
+    "fold_hint_pairs": ".core",
+    "make_probe": ".core",
+    "transfer": ".core",
+    "band_expand": ".kernels",
+    "band_pool": ".kernels",
+    "rel_err": ".kernels",
+    "sp_compose": ".kernels",
+    "sp_matrix": ".kernels",
+    "sp_split": ".kernels",
+}
+
+if TYPE_CHECKING:
+    from .core import TransferReport, align, fold_hint_pairs, make_probe, transfer
+    from .kernels import band_expand, band_pool, rel_err, sp_compose, sp_matrix, sp_split
+
+
+def __getattr__(name: str) -> Any:
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(where, __name__), name)
+
 
 __all__ = [
     "TransferReport",
