@@ -267,6 +267,9 @@ def test_distill_starts_from_the_file_transfer_writes(teacher, synth, tmp_path, 
     assert main([*base, "--student", "mc4", "--init", str(init), "--out", str(out), "--overwrite"]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
     assert "| mc4 | mc4_init.pt | feature |" in (tmp_path / "rep" / "table.md").read_text()
+    init.rename(tmp_path / "moved.pt")  # the finished run no longer needs the file
+    assert main(["eval", str(out), "--data", synth, "--clips", "1", "--no-progress"]) == 0
+    (tmp_path / "moved.pt").rename(init)
     assert "was made from another teacher" not in capsys.readouterr().err
     from c3d_distill.train.checkpoint import save_checkpoint
 

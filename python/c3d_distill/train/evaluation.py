@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import ON_ERROR, SHORT, RunConfig
 
 
 def evaluate_checkpoint(
@@ -66,10 +66,13 @@ def evaluate_checkpoint(
         if "config" in ckpt
         else RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
     )
+    if on_error not in ON_ERROR:
+        raise ValueError(f"--on-error: {on_error!r} is not one of {ON_ERROR}")
+    if short is not None and short not in SHORT:
+        raise ValueError(f"--short: {short!r} is not one of {SHORT}")
     cfg.batch_size, cfg.threads, cfg.device, cfg.on_error = batch_size, threads, device, on_error
     if short is not None:
         cfg.short = short
-    cfg.validate()
     vids = load(data, split or "train")
     trained_on = (ckpt.get("inputs") or {}).get("train_data")
     held_out = None  # unknown: a checkpoint from before fingerprints were recorded
