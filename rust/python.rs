@@ -333,7 +333,8 @@ fn pooled_array<'py, T: Pooled + Element>(
 }
 
 /// Process-wide counters: frames decoded, seeks, and passes retried after disagreeing with the
-/// index (`mismatches`; each retry is slower, never wrong).
+/// index (`mismatches`; each retry is slower, never wrong); bytes held by recycled batch buffers and
+/// by cached video indexes.
 #[pyfunction]
 fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     use crate::decode::{FRAMES_DECODED, MISMATCHES, SEEKS};
@@ -342,6 +343,7 @@ fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("seeks", SEEKS.load(Ordering::Relaxed))?;
     d.set_item("mismatches", MISMATCHES.load(Ordering::Relaxed))?;
     d.set_item("pooled_bytes", pool::kept_bytes())?;
+    d.set_item("index_bytes", cache::bytes())?;
     Ok(d)
 }
 

@@ -69,6 +69,20 @@ def test_indexing_by_decoding_starts_no_decoder_threads(video_dir):
     assert int(proc.stdout) <= 2, f"{proc.stdout.strip()} threads appeared while indexing"
 
 
+def test_cached_indexes_are_counted_in_bytes(h264_mp4):
+    # 8 bytes per frame (its timestamp) and per keyframe, plus a few hundred per video; the cache
+    # drops its oldest entries beyond 256 MiB (rust/cache.rs, whose unit test covers the eviction).
+    from c3d_distill import _clips
+
+    _clips.clear_cache()
+    assert _clips.stats()["index_bytes"] == 0
+    info = probe(h264_mp4)
+    used = _clips.stats()["index_bytes"]
+    assert 8 * (info["num_frames"] + len(info["keyframes"])) < used < 8 * info["num_frames"] + 1000
+    _clips.clear_cache()
+    assert _clips.stats()["index_bytes"] == 0
+
+
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError) as exc:
         probe(tmp_path / "nope.mp4")

@@ -62,8 +62,10 @@ def default_threads() -> int:
 
 def stats() -> dict[str, int]:
     """Process-wide counters: ``frames_decoded``, ``seeks``, ``mismatches`` (passes that disagreed
-    with the index and were retried more carefully: slower, never wrong), and ``pooled_bytes`` (batch
-    buffers kept for reuse: at most 6 buffers and 512 MiB)."""
+    with the index and were retried more carefully: slower, never wrong), ``pooled_bytes`` (batch
+    buffers kept for reuse: at most 6 buffers and 512 MiB) and ``index_bytes`` (cached video indexes:
+    8 bytes per frame and 8 per keyframe, plus ~300 per video; at most 256 MiB, oldest dropped
+    first)."""
 
 def temporal_conv_pool(
     x: np.ndarray,
