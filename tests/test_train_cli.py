@@ -414,7 +414,7 @@ def test_on_error_skip_leaves_a_corrupt_video_out_and_names_it(lists, teacher, t
     assert out["skipped_clips"] == 1 and out["clips"] == 18
 
 
-def test_short_videos_are_counted_and_can_be_refused(synth, tmp_path, capsys):
+def test_short_videos_are_counted_and_can_be_refused(synth, teacher, tmp_path, capsys):
     # the tiny set's videos have 20-25 frames: 16 frames at stride 2 span 31
     args = ["train", "--model", "c3d", "--data", synth, "--out", str(tmp_path / "s"), *SHAPE, *FAST,
             "--epochs", "2", "--stride", "2"]
@@ -426,6 +426,9 @@ def test_short_videos_are_counted_and_can_be_refused(synth, tmp_path, capsys):
     err = error(capsys, [*args[:-4], "--stride", "2", "--short", "error", "--out", str(tmp_path / "e")])
     assert "--short error: 24 video(s) shorter than a clip" in err and ".avi: 2" in err
     assert not (tmp_path / "e").exists()
+    err = error(capsys, ["distill", "--teacher", str(teacher), "--student", "mc5", "--data", synth, "--out",
+                         str(tmp_path / "e"), *FAST, "--stride", "2", "--short", "error"])
+    assert "--short error: 24 video(s) shorter than a clip" in err  # checked before the transfer's probe
     assert main([*args, "--short", "loop", "--overwrite", "--epochs", "1"]) == 0
     assert "looped from their start (--short loop" in capsys.readouterr().err
     assert json.loads((tmp_path / "s" / "config.json").read_text())["short"] == "loop"

@@ -627,8 +627,6 @@ def run(
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
     seed_everything(cfg.seed)
     train_list, test_list = load_lists(cfg)
-    if cfg.short == "error" and cfg.on_error == "raise":
-        check_short_videos(cfg, [train_list, test_list])
     overlap = test_overlap(train_list, test_list)
     if overlap and dinfo.is_main:
         print(
@@ -671,6 +669,8 @@ def run(
         adopt_teacher_clips(cfg, teacher_clip_settings(tckpt), warn=dinfo.is_main)
         for k in GIVEN_FLAGS:
             cfg.extra.pop(k, None)
+        if cfg.short == "error" and cfg.on_error == "raise":  # with the teacher's frames and stride
+            check_short_videos(cfg, [train_list, test_list])
         probe = probe_clips(cfg, train_list.items)
         why = collapsed_teacher(teacher, probe)
         if why:
@@ -685,6 +685,8 @@ def run(
     else:
         for k in GIVEN_FLAGS:
             cfg.extra.pop(k, None)
+        if cfg.short == "error" and cfg.on_error == "raise":
+            check_short_videos(cfg, [train_list, test_list])
         model = build_model(cfg.model_meta(num_classes), fast=cfg.fast)
     meta = cfg.model_meta(num_classes)
     model.to(device)
