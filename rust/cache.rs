@@ -7,10 +7,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use crate::error::{ClipError, Result};
+use crate::fork::{self, PerProcess};
 use crate::video::{self, VideoIndex};
 
 /// Bytes of indexes kept at most; beyond it the oldest entries go first. An index holds 8 bytes per
@@ -118,9 +119,18 @@ impl Cache {
     }
 }
 
+impl fork::Emptiness for Cache {
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Per process (`fork.rs`): a child forked while a thread of its parent held the lock starts with an
+/// empty cache of its own instead of waiting for ever; otherwise it keeps the parent's indexes.
+static CACHE: PerProcess<Cache> = PerProcess::new(fork::adopt);
+
 fn cache() -> &'static Mutex<Cache> {
-    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
-    CACHE.get_or_init(Default::default)
+    CACHE.get()
 }
 
 fn stamp(path: &Path) -> Result<Stamp> {
@@ -196,6 +206,12 @@ pub fn len() -> usize {
 /// Bytes the cached indexes hold (as counted against `MAX_BYTES`).
 pub fn bytes() -> usize {
     cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
+}
+
+/// The cache's lock, held (for the fork tests: `_clips._hold_locks_for_test`).
+#[cfg(feature = "python")]
+pub(crate) fn hold_lock() -> Box<dyn std::any::Any> {
+    Box::new(cache().lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 #[cfg(test)]

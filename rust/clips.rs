@@ -8,13 +8,14 @@ use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::cache;
 use crate::decode::{self, Pass};
 use crate::error::{try_zeroed, ClipError, Result, Zeroed};
+use crate::fork::{self, PerProcess};
 use crate::pool::{self, Pooled};
 use crate::transform::{
     self, check_target, Geometry, Layout, Lut, Norm, Region, Resize, RgbImage, Sample, Scaler,
@@ -110,50 +111,47 @@ fn pool_size(threads: usize) -> usize {
     threads.min(4 * default_threads()).max(1)
 }
 
+/// The decoding pools (see `Pools`).
+pub(crate) static DECODE_POOLS: Pools = Pools::new("c3d-clips");
+
 /// A rayon pool of `pool_size(threads)` workers for decoding, kept for reuse (see `Pools`).
 pub(crate) fn pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
-    static POOLS: Pools = Pools::new("c3d-clips");
-    POOLS.get(threads)
+    DECODE_POOLS.get(threads)
 }
 
 /// Rayon pools of `pool_size(threads)` workers, kept for reuse: building one per call would cost
 /// more than a small batch. At most `POOL_CACHE` pools live at once (least recently used dropped).
 /// The pools belong to the process that built them: a child made by `fork` (a DataLoader worker,
 /// say) inherits the list but not the threads, so it must build its own, or it would wait forever on
-/// threads that do not exist. Each user of pools (decoding here, the conv kernel in `conv.rs`) has
-/// its own `Pools`, so that one's work never queues behind the other's.
+/// threads that do not exist. The list itself is per process too (`fork.rs`): its lock is held while
+/// a pool starts its threads, and a child forked meanwhile must not wait for it; the child leaves
+/// the inherited list, locked or not, untouched (dropping those pools would signal threads that are
+/// not there). Each user of pools (decoding here, the conv kernel in `conv.rs`) has its own `Pools`,
+/// so that one's work never queues behind the other's.
 pub(crate) struct Pools {
     /// Thread name prefix.
     name: &'static str,
-    pools: Mutex<PoolList>,
+    /// The pools by size, most recently used first.
+    pools: PerProcess<PoolList>,
 }
 
-/// The pid that built the pools, and the pools by size, most recently used first.
-type PoolList = (u32, Vec<(usize, Arc<rayon::ThreadPool>)>);
+type PoolList = Vec<(usize, Arc<rayon::ThreadPool>)>;
 
 impl Pools {
     pub(crate) const fn new(name: &'static str) -> Self {
         Pools {
             name,
-            pools: Mutex::new((0, Vec::new())),
+            pools: PerProcess::new(fork::keep_none),
         }
     }
 
     pub(crate) fn get(&self, threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         let size = pool_size(threads);
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        let pid = std::process::id();
-        if pools.0 != pid {
-            // Forget, not drop, the parent's pools: dropping would signal threads that are not here.
-            for (_, p) in pools.1.drain(..) {
-                std::mem::forget(p);
-            }
-            pools.0 = pid;
-        }
-        if let Some(i) = pools.1.iter().position(|(n, _)| *n == size) {
-            let entry = pools.1.remove(i);
+        let mut pools = self.pools.get().lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = pools.iter().position(|(n, _)| *n == size) {
+            let entry = pools.remove(i);
             let p = entry.1.clone();
-            pools.1.insert(0, entry);
+            pools.insert(0, entry);
             return Ok(p);
         }
         let name = self.name;
@@ -165,11 +163,17 @@ impl Pools {
                 ClipError::invalid("threads", format!("cannot start {size} threads: {e}"))
             })?;
         let p = Arc::new(p);
-        pools.1.insert(0, (size, p.clone()));
+        pools.insert(0, (size, p.clone()));
         // Dropping the last Arc of an evicted pool ends its threads once they are idle (a call
         // still running on it holds its own Arc).
-        pools.1.truncate(POOL_CACHE);
+        pools.truncate(POOL_CACHE);
         Ok(p)
+    }
+
+    /// The list's lock, held (for the fork tests: `_clips._hold_locks_for_test`).
+    #[cfg(feature = "python")]
+    pub(crate) fn hold_lock(&'static self) -> Box<dyn std::any::Any> {
+        Box::new(self.pools.get().lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 

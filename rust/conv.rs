@@ -158,9 +158,11 @@ unsafe impl Sync for OutPtr {}
 /// `read_clips`'s: a `ClipLoader` prefetch thread in the same process keeps the decoding pools busy
 /// with whole videos, and a model's forward pass on a shared pool would queue its conv behind them.
 fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
-    static POOLS: clips::Pools = clips::Pools::new("c3d-conv");
-    POOLS.get(threads)
+    CONV_POOLS.get(threads)
 }
+
+/// The kernel's pools (see `pool`).
+pub(crate) static CONV_POOLS: clips::Pools = clips::Pools::new("c3d-conv");
 
 /// max-pool(pt, 2, 2)(ReLU(conv(3,1,1)(x) + bias)): `input` (N, T, H, W, C), `weight` (Cout, C, 3)
 /// in PyTorch's memory order, `out` (N, T/pt, H/2, W/2, Cout). Frames or rows the pool's floor drops

@@ -8,9 +8,13 @@
 //! element of every clip it returns (failed clips are compacted away), so no zeroing is needed.
 //!
 //! Bounded: at most `MAX_BUFFERS` buffers and `MAX_BYTES` in all; `clear()` (Python's
-//! `clear_cache()`) frees them. Locks are only ever tried, never waited on: after a `fork` in a
-//! DataLoader worker, a lock held by one of the parent's threads would otherwise hang the child.
-use std::sync::Mutex;
+//! `clear_cache()`) frees them. Locks are only ever tried, never waited on (a busy pool only means a
+//! fresh buffer). The pool is per process (`fork.rs`): a DataLoader worker forked while one of the
+//! parent's threads held the lock gets a pool of its own, instead of one that stays locked (and
+//! unused) for its whole life; forked at any other time it keeps the parent's buffers.
+use std::sync::{MutexGuard, TryLockResult};
+
+use crate::fork::{self, PerProcess};
 
 /// Buffers kept: a ClipLoader with prefetch 2 has a few batches in flight.
 pub const MAX_BUFFERS: usize = 6;
@@ -33,7 +37,12 @@ impl Buf {
 }
 
 /// Oldest first.
-static POOL: Mutex<Vec<Buf>> = Mutex::new(Vec::new());
+static POOL: PerProcess<Vec<Buf>> = PerProcess::new(fork::adopt);
+
+/// This process's buffers, if no other thread is at them.
+fn try_pool() -> TryLockResult<MutexGuard<'static, Vec<Buf>>> {
+    POOL.get().try_lock()
+}
 
 /// Element types the pool keeps.
 pub trait Pooled: Copy + Default + Sized {
@@ -73,7 +82,7 @@ pub fn take<T: Pooled>(len: usize) -> Option<Vec<T>> {
     if len == 0 {
         return None;
     }
-    let mut pool = POOL.try_lock().ok()?;
+    let mut pool = try_pool().ok()?;
     let i = pool.iter().rposition(|b| {
         T::unwrap(b).is_some_and(|v| v.capacity() >= len && v.capacity() / 2 <= len)
     })?;
@@ -94,7 +103,7 @@ pub fn give<T: Pooled>(v: Vec<T>) {
     if b.bytes() == 0 || b.bytes() > MAX_BYTES {
         return;
     }
-    let Ok(mut pool) = POOL.try_lock() else {
+    let Ok(mut pool) = try_pool() else {
         return;
     };
     pool.push(b);
@@ -105,14 +114,25 @@ pub fn give<T: Pooled>(v: Vec<T>) {
 
 /// Free every kept buffer.
 pub fn clear() {
-    if let Ok(mut pool) = POOL.try_lock() {
+    if let Ok(mut pool) = try_pool() {
         *pool = Vec::new();
+    }
+}
+
+/// The pool's lock, held (for the fork tests: `_clips._hold_locks_for_test`); None when another
+/// thread has it.
+#[cfg(feature = "python")]
+pub(crate) fn hold_lock() -> Option<Box<dyn std::any::Any>> {
+    match try_pool() {
+        Ok(g) => Some(Box::new(g)),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(Box::new(e.into_inner())),
+        Err(std::sync::TryLockError::WouldBlock) => None,
     }
 }
 
 /// Bytes kept now.
 pub fn kept_bytes() -> usize {
-    POOL.try_lock()
+    try_pool()
         .map(|p| p.iter().map(Buf::bytes).sum())
         .unwrap_or(0)
 }
@@ -145,7 +165,7 @@ mod tests {
         for _ in 0..MAX_BUFFERS + 3 {
             give(vec![0f32; 10]);
         }
-        assert_eq!(POOL.lock().unwrap().len(), MAX_BUFFERS);
+        assert_eq!(POOL.get().lock().unwrap().len(), MAX_BUFFERS);
         give(vec![0u8; MAX_BYTES + 1]);
         assert!(kept_bytes() <= MAX_BYTES);
         clear();

@@ -102,6 +102,36 @@ fn clear_cache() {
     pool::clear();
 }
 
+/// Test hook (tests/test_fork.py): hold the locks of the index cache, of the decoding and conv pool
+/// lists and of the batch buffer pool on a background thread for `seconds`; returns once they are
+/// held, so that a `fork` right after it happens while a thread of the parent holds them.
+#[pyfunction]
+#[pyo3(name = "_hold_locks_for_test")]
+fn hold_locks_for_test(py: Python<'_>, seconds: f64) -> PyResult<()> {
+    let hold = Duration::from_secs_f64(if seconds > 0.0 {
+        seconds.min(3600.0)
+    } else {
+        0.0
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("c3d-hold-locks".into())
+        .spawn(move || {
+            let mut held = vec![
+                cache::hold_lock(),
+                clips::DECODE_POOLS.hold_lock(),
+                conv::CONV_POOLS.hold_lock(),
+            ];
+            held.extend(pool::hold_lock());
+            let _ = tx.send(());
+            std::thread::sleep(hold);
+            drop(held);
+        })
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start a thread: {e}")))?;
+    py.detach(move || rx.recv())
+        .map_err(|_| PyRuntimeError::new_err("the lock holder ended early"))
+}
+
 /// Number of cached video indexes.
 #[pyfunction]
 fn cache_len() -> usize {
@@ -439,6 +469,7 @@ fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_clips, m)?)?;
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;
+    m.add_function(wrap_pyfunction!(hold_locks_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
     m.add_function(wrap_pyfunction!(temporal_conv_pool, m)?)?;
