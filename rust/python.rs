@@ -78,20 +78,36 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-/// probe(path) -> dict with width, height, fps, num_frames, duration, codec, keyframes.
-/// Cached per process (path, mtime, size); read from the packets when they can be trusted.
+/// Decoder threads for a video indexed by decoding in `probe`/`probe_exact`: as given (at least 1),
+/// by default the cores this process may use; at most `MAX_DECODER_THREADS` either way. One video is
+/// indexed at a time here, so its decoder may use every core (a `read_clips` call shares them out).
+fn probe_threads(threads: Option<usize>) -> usize {
+    threads.unwrap_or_else(clips::default_threads).clamp(1, clips::MAX_DECODER_THREADS)
+}
+
+/// probe(path, *, threads=None) -> dict with width, height, fps, num_frames, duration, codec,
+/// keyframes. Cached per process (path, mtime, size); read from the packets when they can be trusted,
+/// else by decoding with `threads` decoder threads.
 #[pyfunction]
-fn probe<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (path, *, threads=None))]
+fn probe<'py>(py: Python<'py>, path: PathBuf, threads: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = interruptible(py, &what, |cancel| cache::index(&path, 1, cancel))?;
+    let n = probe_threads(threads);
+    let index = interruptible(py, &what, |cancel| cache::index(&path, n, cancel))?;
     index_dict(py, &index)
 }
 
-/// probe_exact(path) -> the same dict, from an index built by decoding every frame.
+/// probe_exact(path, *, threads=None) -> the same dict, from an index built by decoding every frame.
 #[pyfunction]
-fn probe_exact<'py>(py: Python<'py>, path: PathBuf) -> PyResult<Bound<'py, PyDict>> {
+#[pyo3(signature = (path, *, threads=None))]
+fn probe_exact<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
-    let index = interruptible(py, &what, |cancel| cache::exact_index(&path, 1, cancel))?;
+    let n = probe_threads(threads);
+    let index = interruptible(py, &what, |cancel| cache::exact_index(&path, n, cancel))?;
     index_dict(py, &index)
 }
 

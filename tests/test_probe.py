@@ -48,7 +48,7 @@ from c3d_distill import _clips
 tasks = lambda: len(os.listdir("/proc/self/task"))
 before, peak, done = tasks(), 0, threading.Event()
 def work():
-    _clips.probe(sys.argv[1])
+    _clips.probe(sys.argv[1], threads=int(sys.argv[2]))
     done.set()
 threading.Thread(target=work).start()
 while not done.is_set():
@@ -58,15 +58,22 @@ print(peak - before)
 """
 
 
-def test_indexing_by_decoding_starts_no_decoder_threads(video_dir):
-    # probe() takes one FFmpeg decoder thread (FFmpeg's own choice, with 0, is up to 16 per video,
-    # also inside DataLoader workers that read with one thread). Counted in a fresh process: the
-    # Python thread calling probe and the Rust thread it waits on are all that may appear.
-    path = videogen.slow_to_index(video_dir)
-    proc = subprocess.run([sys.executable, "-c", _THREADS_CHILD, str(path)], capture_output=True, text=True,
-                          timeout=120)
+def _threads_while_indexing(path, threads: int) -> int:
+    proc = subprocess.run([sys.executable, "-c", _THREADS_CHILD, str(path), str(threads)], capture_output=True,
+                          text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert int(proc.stdout) <= 2, f"{proc.stdout.strip()} threads appeared while indexing"
+    return int(proc.stdout)
+
+
+def test_indexing_by_decoding_uses_the_threads_asked_for(video_dir):
+    # probe(threads=1) starts no FFmpeg decoder threads (FFmpeg's own choice, with 0, is up to 16 per
+    # video, also inside DataLoader workers that read with one thread): the Python thread calling
+    # probe and the Rust thread it waits on are all that may appear. With threads=4 the decoder's
+    # own threads appear too. Counted in fresh processes (nothing cached).
+    path = videogen.slow_to_index(video_dir)
+    one = _threads_while_indexing(path, 1)
+    assert one <= 2, f"{one} threads appeared while indexing with threads=1"
+    assert _threads_while_indexing(path, 4) > one
 
 
 def test_cached_indexes_are_counted_in_bytes(h264_mp4):

@@ -13,17 +13,18 @@ __version__: str
 class VideoDecodeError(RuntimeError):
     """A video file exists but cannot be decoded; the message names the file and the cause."""
 
-def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
+def probe(path: str | os.PathLike[str], *, threads: int | None = None) -> dict[str, Any]:
     """Index a video (cached per process by path, modification time and size).
 
     Returns ``width``, ``height``, ``fps``, ``num_frames`` (frames that decode), ``duration``
     (seconds), ``codec`` (FFmpeg's short name), ``keyframes`` (frame indices) and ``path``. The index
     is read from the packets when the codec and container make them one frame each (checked against
-    every frame later decoded), else by decoding every frame once.
+    every frame later decoded), else by decoding every frame once with ``threads`` decoder threads
+    (default: the cores available; 1 to 16).
     Raises FileNotFoundError for a missing path and VideoDecodeError for anything unreadable.
     """
 
-def probe_exact(path: str | os.PathLike[str]) -> dict[str, Any]:
+def probe_exact(path: str | os.PathLike[str], *, threads: int | None = None) -> dict[str, Any]:
     """Like ``probe``, from an index built by decoding every frame once."""
 
 def read_clips(
