@@ -82,7 +82,9 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
 /// by default the cores this process may use; at most `MAX_DECODER_THREADS` either way. One video is
 /// indexed at a time here, so its decoder may use every core (a `read_clips` call shares them out).
 fn probe_threads(threads: Option<usize>) -> usize {
-    threads.unwrap_or_else(clips::default_threads).clamp(1, clips::MAX_DECODER_THREADS)
+    threads
+        .unwrap_or_else(clips::default_threads)
+        .clamp(1, clips::MAX_DECODER_THREADS)
 }
 
 /// probe(path, *, threads=None) -> dict with width, height, fps, num_frames, duration, codec,
@@ -90,7 +92,11 @@ fn probe_threads(threads: Option<usize>) -> usize {
 /// else by decoding with `threads` decoder threads.
 #[pyfunction]
 #[pyo3(signature = (path, *, threads=None))]
-fn probe<'py>(py: Python<'py>, path: PathBuf, threads: Option<usize>) -> PyResult<Bound<'py, PyDict>> {
+fn probe<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<usize>,
+) -> PyResult<Bound<'py, PyDict>> {
     let what = path.display().to_string();
     let n = probe_threads(threads);
     let index = interruptible(py, &what, |cancel| cache::index(&path, n, cancel))?;
