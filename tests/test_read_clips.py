@@ -280,7 +280,9 @@ def test_ctrl_c_interrupts_a_long_read(video_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     word, seconds = proc.stdout.split()
     assert word == "interrupted", proc.stdout
-    assert float(seconds) < 1.5
+    # Not a timing target: a read that ignored the signal until the end would take tens of seconds
+    # (and still print "interrupted"), so the bound only tells the two apart, with room for a busy machine.
+    assert float(seconds) < 5.0
 
 
 @pytest.mark.parametrize("call", ["read_clips", "probe"])
