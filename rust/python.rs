@@ -2,9 +2,10 @@
 //! around Rust work, catches panics, and converts `ClipError` to a Python exception in one place
 //! (`to_py_err`).
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use numpy::ndarray::{ArrayViewD, IxDyn};
@@ -78,13 +79,23 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
     Ok(d)
 }
 
-/// Decoder threads for a video indexed by decoding in `probe`/`probe_exact`: as given (at least 1),
-/// by default the cores this process may use; at most `MAX_DECODER_THREADS` either way. One video is
-/// indexed at a time here, so its decoder may use every core (a `read_clips` call shares them out).
-fn probe_threads(threads: Option<usize>) -> usize {
-    threads
+/// The index of `path` as `probe`/`probe_exact` return it. A video indexed by decoding gets
+/// `threads` decoder threads, by default the cores this process may use, 1 to `MAX_DECODER_THREADS`
+/// either way: one video is indexed at a time here, so its decoder may use every core (a
+/// `read_clips` call shares them out).
+fn probe_with<'py>(
+    py: Python<'py>,
+    path: &Path,
+    threads: Option<usize>,
+    build: fn(&Path, usize, &AtomicBool) -> Result<Arc<VideoIndex>, ClipError>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let n = threads
         .unwrap_or_else(clips::default_threads)
-        .clamp(1, clips::MAX_DECODER_THREADS)
+        .clamp(1, clips::MAX_DECODER_THREADS);
+    let index = interruptible(py, &path.display().to_string(), |cancel| {
+        build(path, n, cancel)
+    })?;
+    index_dict(py, &index)
 }
 
 /// probe(path, *, threads=None) -> dict with width, height, fps, num_frames, duration, codec,
@@ -92,29 +103,19 @@ fn probe_threads(threads: Option<usize>) -> usize {
 /// else by decoding with `threads` decoder threads.
 #[pyfunction]
 #[pyo3(signature = (path, *, threads=None))]
-fn probe<'py>(
-    py: Python<'py>,
-    path: PathBuf,
-    threads: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let what = path.display().to_string();
-    let n = probe_threads(threads);
-    let index = interruptible(py, &what, |cancel| cache::index(&path, n, cancel))?;
-    index_dict(py, &index)
+fn probe(py: Python<'_>, path: PathBuf, threads: Option<usize>) -> PyResult<Bound<'_, PyDict>> {
+    probe_with(py, &path, threads, cache::index)
 }
 
 /// probe_exact(path, *, threads=None) -> the same dict, from an index built by decoding every frame.
 #[pyfunction]
 #[pyo3(signature = (path, *, threads=None))]
-fn probe_exact<'py>(
-    py: Python<'py>,
+fn probe_exact(
+    py: Python<'_>,
     path: PathBuf,
     threads: Option<usize>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let what = path.display().to_string();
-    let n = probe_threads(threads);
-    let index = interruptible(py, &what, |cancel| cache::exact_index(&path, n, cancel))?;
-    index_dict(py, &index)
+) -> PyResult<Bound<'_, PyDict>> {
+    probe_with(py, &path, threads, cache::exact_index)
 }
 
 /// Forget every cached video index and free the recycled batch buffers.
