@@ -86,12 +86,19 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
 fn probe_with<'py>(
     py: Python<'py>,
     path: &Path,
-    threads: Option<usize>,
+    threads: Option<i64>,
     build: fn(&Path, usize, &AtomicBool) -> Result<Arc<VideoIndex>, ClipError>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let n = threads
-        .unwrap_or_else(clips::default_threads)
-        .clamp(1, clips::MAX_DECODER_THREADS);
+    let n = match threads {
+        None => clips::default_threads(),
+        Some(t) if t >= 1 => usize::try_from(t).unwrap_or(usize::MAX),
+        Some(t) => {
+            return Err(PyValueError::new_err(format!(
+                "threads: {t} is not a positive number of threads"
+            )))
+        }
+    }
+    .min(clips::MAX_DECODER_THREADS);
     let index = interruptible(py, &path.display().to_string(), |cancel| {
         build(path, n, cancel)
     })?;
@@ -103,18 +110,14 @@ fn probe_with<'py>(
 /// else by decoding with `threads` decoder threads.
 #[pyfunction]
 #[pyo3(signature = (path, *, threads=None))]
-fn probe(py: Python<'_>, path: PathBuf, threads: Option<usize>) -> PyResult<Bound<'_, PyDict>> {
+fn probe(py: Python<'_>, path: PathBuf, threads: Option<i64>) -> PyResult<Bound<'_, PyDict>> {
     probe_with(py, &path, threads, cache::index)
 }
 
 /// probe_exact(path, *, threads=None) -> the same dict, from an index built by decoding every frame.
 #[pyfunction]
 #[pyo3(signature = (path, *, threads=None))]
-fn probe_exact(
-    py: Python<'_>,
-    path: PathBuf,
-    threads: Option<usize>,
-) -> PyResult<Bound<'_, PyDict>> {
+fn probe_exact(py: Python<'_>, path: PathBuf, threads: Option<i64>) -> PyResult<Bound<'_, PyDict>> {
     probe_with(py, &path, threads, cache::exact_index)
 }
 

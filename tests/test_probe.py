@@ -136,3 +136,9 @@ def test_video_decode_error_pickles():
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is VideoDecodeError and str(back) == "clip.avi: bad header"
     assert VideoDecodeError.__module__ == "c3d_distill._clips"
+
+
+@pytest.mark.parametrize("threads", [0, -1])
+def test_bad_thread_count_names_the_argument(h264_mp4, threads):
+    with pytest.raises(ValueError, match="threads"):
+        probe(h264_mp4, threads=threads)
