@@ -141,3 +141,23 @@ def test_torchrun_train_command(synth, tmp_path):
     assert rows[1]["clips"] == 6 and rows[1]["videos"] == 6  # every test video evaluated once over both ranks
     assert json.loads((out / "eval.json").read_text())["world_size"] == 2
     assert proc.stdout.count("clip acc") == 1
+
+
+def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    from c3d_distill.train import distributed
+    from c3d_distill.train.config import RunConfig
+    from c3d_distill.train.run import LoaderReports
+
+    distributed.setup("cpu")
+    reports = LoaderReports(RunConfig(), rank == 0)
+    reports.bad = {f"/v/rank{rank}.avi": "broken"}  # each rank reads (and skips) its own shard's files
+    Path(out, f"bad{rank}.json").write_text(json.dumps(reports.all_bad()))
+    distributed.cleanup()
+
+
+def test_every_ranks_unreadable_videos_reach_eval_json(tmp_path):
+    mp.spawn(_gather_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        assert json.loads((tmp_path / f"bad{rank}.json").read_text()) == ["/v/rank0.avi", "/v/rank1.avi"]

@@ -414,6 +414,38 @@ def test_on_error_skip_leaves_a_corrupt_video_out_and_names_it(lists, teacher, t
     assert out["skipped_clips"] == 1 and out["clips"] == 18
 
 
+def test_on_error_skip_counts_clips_of_batches_that_lost_every_clip(lists, teacher, tmp_path):
+    bad = tmp_path / "broken.avi"
+    bad.write_bytes(b"RIFF" + bytes(range(256)) * 40)
+    test = Path(lists["test"][5:])
+    (tmp_path / "classes.txt").write_text((test.parent / "classes.txt").read_text())
+    lines = test.read_text().splitlines()
+    (tmp_path / "ev.txt").write_text("\n".join([f"{bad} {lines[0].split()[-1]}", *lines]) + "\n")
+    res = tmp_path / "e.json"
+    # the bad video's 10 clips fill the first batch of 8 (never yielded) and 2 of the next
+    assert main(["eval", str(teacher), "--data", f"list:{tmp_path / 'ev.txt'}", "--clips", "10", "--batch-size",
+                 "8", "--on-error", "skip", "--json", str(res), "--no-progress"]) == 0
+    out = json.loads(res.read_text())
+    assert out["skipped_clips"] == 10 and out["clips"] == 60
+    # a run with one clip per batch: the bad file's batches are never yielded, yet it is named
+    train = Path(lists["train"][5:]).read_text().splitlines()
+    (tmp_path / "train.txt").write_text("\n".join([*train, f"{bad} {train[0].split()[-1]}"]) + "\n")
+    run = tmp_path / "run"
+    assert main(["train", "--model", "c3d", "--data", f"list:{tmp_path / 'train.txt'}", "--test-data",
+                 f"list:{tmp_path / 'ev.txt'}", "--out", str(run), *SHAPE, *FAST, "--epochs", "1",
+                 "--batch-size", "1", "--on-error", "skip", "--final-eval-clips", "1"]) == 0
+    ev = json.loads((run / "eval.json").read_text())
+    assert ev["unreadable_videos"] == [str(bad)] and ev["final_skipped_clips"] == 1
+    assert rows(run)[0]["skipped_clips"] == 1 and rows(run)[1]["skipped_clips"] == 1
+
+
+def test_short_error_with_on_error_skip_names_short_videos_as_short(synth, tmp_path, capsys):
+    args = ["train", "--model", "c3d", "--data", synth, "--out", str(tmp_path / "e"), *SHAPE, *FAST,
+            "--stride", "2", "--short", "error", "--on-error", "skip"]
+    err = error(capsys, args)  # not left out as "unreadable": refused before the run, each one named
+    assert "--short error: 24 video(s) shorter than a clip" in err and "unreadable" not in err
+
+
 def test_short_videos_are_counted_and_can_be_refused(synth, teacher, tmp_path, capsys):
     # the tiny set's videos have 20-25 frames: 16 frames at stride 2 span 31
     args = ["train", "--model", "c3d", "--data", synth, "--out", str(tmp_path / "s"), *SHAPE, *FAST,

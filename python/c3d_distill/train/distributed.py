@@ -113,6 +113,15 @@ def broadcast_object(obj):
     return box[0]
 
 
+def all_gather_object(obj) -> list:
+    """Every rank's ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not is_initialized():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def wrap_ddp(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around the trained network only (never the frozen teacher)."""
     if not is_initialized():

@@ -110,8 +110,7 @@ def evaluate_checkpoint(
         to_channels_last(model)
         if t_model is not None:
             to_channels_last(t_model)
-    if cfg.short == "error" and cfg.on_error == "raise":
-        check_short_videos(cfg, [vids])
+    check_short_videos(cfg, [vids])
     loader = WatchedLoader(make_eval_loader(cfg, vids.items, dev, clips), cfg.stride)
     res = evaluate(
         StudentNet(model),

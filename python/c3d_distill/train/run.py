@@ -153,14 +153,19 @@ def _loader(cfg: RunConfig, items, device: torch.device, *, train: bool, **kw):
 
 class WatchedLoader:
     """A ClipLoader (``return_meta=True``) passed through unchanged, counting what each pass over it lost or
-    padded: ``skipped`` — every clip left out (``on_error="skip"``) as ``(video, path, message)`` — and
-    ``short`` — the videos whose clips were padded or looped because they are shorter than a clip. A clip of
-    a long enough video takes every ``stride``-th frame; any other step between its frames means padding."""
+    padded: ``skipped`` — ``{path: (clips left out, message)}`` for the unreadable files of the pass
+    (``on_error="skip"``) — and ``short`` — the videos whose clips were padded or looped because they are
+    shorter than a clip. A clip of a long enough video takes every ``stride``-th frame; any other step
+    between its frames means padding.
+
+    Lost clips are counted from the loader's own per-file record (``ClipLoader.skipped``, whose clip counts
+    grow over its life) as the difference over the pass, not from the batches: a batch whose every clip
+    failed is never yielded, so its losses would not be seen."""
 
     def __init__(self, loader, stride: int):
         self.loader = loader
         self.stride = int(stride)
-        self.skipped: list[tuple[int, str, str]] = []
+        self.skipped: dict[str, tuple[int, str]] = {}
         self.short: set[int] = set()
 
     def __len__(self) -> int:
@@ -169,20 +174,28 @@ class WatchedLoader:
     def set_epoch(self, epoch: int) -> None:
         self.loader.set_epoch(epoch)
 
+    def _lost(self) -> dict[str, tuple[int, str]]:
+        return {e["path"]: (int(e["clips"]), str(e["error"])) for e in getattr(self.loader, "skipped", ())}
+
     def __iter__(self):
-        self.skipped, self.short = [], set()
+        before = self._lost()
+        self.skipped, self.short = {}, set()
         for batch in self.loader:
             meta = batch[2]
-            self.skipped.extend(meta.get("skipped", ()))
             frames = meta["frames"]
             if frames.shape[1] > 1:
                 padded = ((frames[:, 1:] - frames[:, :-1]) != self.stride).any(1)
                 self.short.update(int(v) for v in meta["video"][padded])
             yield batch
+        for path, (clips, message) in self._lost().items():
+            n = clips - before.get(path, (0, ""))[0]
+            if n > 0:
+                self.skipped[path] = (n, message)
 
     def counts(self) -> dict[str, int]:
         """``skipped_clips`` and ``short_videos`` of the last pass, summed over DDP ranks."""
-        t = torch.tensor([len(self.skipped), len(self.short)], dtype=torch.float64)
+        lost = sum(n for n, _ in self.skipped.values())
+        t = torch.tensor([lost, len(self.short)], dtype=torch.float64)
         t = distributed.all_reduce_sum(t)
         return {"skipped_clips": int(t[0]), "short_videos": int(t[1])}
 
@@ -197,9 +210,13 @@ class LoaderReports:
         self.bad: dict[str, str] = {}  # path -> first message
         self.short_warned: set[str] = set()
 
+    def all_bad(self) -> list[str]:
+        """Every rank's unreadable files, sorted (a collective: every rank must call it)."""
+        return sorted({p for bad in distributed.all_gather_object(sorted(self.bad)) for p in bad})
+
     def __call__(self, watch: WatchedLoader, counts: dict[str, int], what: str, total: int) -> None:
         new = {}
-        for _, path, message in watch.skipped:
+        for path, (_, message) in watch.skipped.items():
             if path not in self.bad:
                 self.bad[path] = new[path] = message
         if new:
@@ -231,7 +248,11 @@ class LoaderReports:
 
 def check_short_videos(cfg: RunConfig, lists) -> None:
     """``--short error``: every video shorter than a clip, named in one error before the run starts (the
-    loader would stop at the first one, without its name)."""
+    loader would stop at the first one, without its name; with ``--on-error skip`` it would leave it out as
+    if it were unreadable). Nothing to do for the other ``--short`` policies. With ``--on-error skip`` a
+    file that cannot be opened is left to the loader, which skips and names it as unreadable."""
+    if cfg.short != "error":
+        return
     from ..data import VideoReader
     from ..datasets import DatasetError
 
@@ -243,7 +264,12 @@ def check_short_videos(cfg: RunConfig, lists) -> None:
             if path in seen:
                 continue
             seen.add(path)
-            n = VideoReader(path).num_frames
+            try:
+                n = VideoReader(path).num_frames
+            except Exception:
+                if cfg.on_error == "raise":
+                    raise
+                continue
             if n < span:
                 problems.append(f"{path}: {n} frames")
     if problems:
@@ -669,8 +695,7 @@ def run(
         adopt_teacher_clips(cfg, teacher_clip_settings(tckpt), warn=dinfo.is_main)
         for k in GIVEN_FLAGS:
             cfg.extra.pop(k, None)
-        if cfg.short == "error" and cfg.on_error == "raise":  # with the teacher's frames and stride
-            check_short_videos(cfg, [train_list, test_list])
+        check_short_videos(cfg, [train_list, test_list])  # with the teacher's frames and stride
         probe = probe_clips(cfg, train_list.items)
         why = collapsed_teacher(teacher, probe)
         if why:
@@ -685,8 +710,7 @@ def run(
     else:
         for k in GIVEN_FLAGS:
             cfg.extra.pop(k, None)
-        if cfg.short == "error" and cfg.on_error == "raise":
-            check_short_videos(cfg, [train_list, test_list])
+        check_short_videos(cfg, [train_list, test_list])
         model = build_model(cfg.model_meta(num_classes), fast=cfg.fast)
     meta = cfg.model_meta(num_classes)
     model.to(device)
@@ -862,7 +886,7 @@ def run(
                 "test_videos": len(test_list),
                 "held_out": overlap == 0,
                 "test_videos_also_in_training": overlap,
-                "unreadable_videos": sorted(reports.bad),  # left out with --on-error skip (this rank's)
+                "unreadable_videos": reports.all_bad(),  # left out with --on-error skip (every rank's)
                 "device": str(device),
                 "world_size": dinfo.world_size,
                 **{f"final_{k}": v for k, v in fin.items()},
