@@ -223,6 +223,9 @@ pub struct Scaler {
 // SAFETY: the contexts are only used by the thread that owns the Scaler.
 unsafe impl Send for Scaler {}
 
+/// Largest scratch frame (H·W·3 bytes at the target size) a thread keeps between calls: 1080p.
+const SPARE_MAX_BYTES: usize = 1920 * 1088 * 3;
+
 thread_local! {
     static SPARE: std::cell::RefCell<Option<Scaler>> = const { std::cell::RefCell::new(None) };
 }
@@ -350,9 +353,14 @@ impl Scaler {
             .unwrap_or_else(|| Scaler::new(dst_w, dst_h))
     }
 
-    /// Keep this scaler for the thread's next `acquire`.
+    /// Keep this scaler for the thread's next `acquire`, unless its scratch frame is large: a pool
+    /// thread keeps its spare until the thread ends (`clear_cache` does not reach other threads'
+    /// locals), and 4×cores threads each holding a 4K frame would be gigabytes. At those sizes
+    /// rebuilding the contexts costs little next to converting the frame.
     pub fn release(self) {
-        SPARE.with(|s| *s.borrow_mut() = Some(self));
+        if (self.dst_w as usize) * (self.dst_h as usize) * 3 <= SPARE_MAX_BYTES {
+            SPARE.with(|s| *s.borrow_mut() = Some(self));
+        }
     }
 
     /// Convert all of `frame` into `out` (which must be dst_w × dst_h); the reader itself always
