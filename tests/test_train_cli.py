@@ -116,7 +116,8 @@ def test_a_folder_holding_a_run_is_refused_without_resume_or_overwrite(synth, tm
     err = error(capsys, args)
     assert f"--out {out}: already holds a run (checkpoint.pt, config.json)" in err and "--overwrite" in err
     assert {n: (out / n).read_bytes() for n in names} == before  # untouched
-    assert "choose one" in error(capsys, [*args, "--resume", "--overwrite"])
+    assert "--resume and --overwrite: choose one" in error(capsys, [*args, "--resume", "--overwrite"])
+    assert "--force-resume and --overwrite: choose one" in error(capsys, [*args, "--force-resume", "--overwrite"])
     # --overwrite starts again: nothing of the old run survives (no stale eval.json, checkpoint or rows)
     assert main([*args, "--overwrite", "--stop-after", "0"]) == 0
     assert not (out / "eval.json").exists() and not (out / "checkpoint.pt").exists()
@@ -285,6 +286,59 @@ def test_distill_starts_from_the_file_transfer_writes(teacher, synth, tmp_path, 
     err = error(capsys, [*base, "--student", "mc4", "--init", str(tmp_path / "nope.pt"), "--out",
                          str(tmp_path / "x")])
     assert "is neither transfer, random nor a student checkpoint file" in err
+
+
+def test_resume_with_init_file_needs_neither_the_file_nor_the_same_working_directory(
+    teacher, synth, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    assert main(["transfer", "--teacher", str(teacher), "--student", "mc4", "--out",
+                 str(tmp_path / "a" / "init.pt")]) == 0
+    monkeypatch.chdir(tmp_path / "a")
+    out = tmp_path / "run"
+    base = ["distill", "--teacher", str(teacher), "--student", "mc4", "--data", synth, "--epochs", "2", *FAST,
+            "--out", str(out)]
+    assert main([*base, "--init", "init.pt", "--stop-after", "1"]) == 0
+    assert json.loads((out / "config.json").read_text())["init"] == str(tmp_path / "a" / "init.pt")
+    monkeypatch.chdir(tmp_path / "b")
+    (tmp_path / "a" / "init.pt").rename(tmp_path / "b" / "gone.pt")  # moved away: not needed to resume
+    assert main([*base, "--init", "init.pt", "--resume"]) == 0
+    assert load_checkpoint(out)["epoch"] == 2
+    assert json.loads((out / "config.json").read_text())["init"] == str(tmp_path / "a" / "init.pt")
+    # a run folder is a student file too (its checkpoint.pt)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "b" / "gone.pt").rename(tmp_path / "folder" / "checkpoint.pt")
+    assert main([*base[:-1], str(tmp_path / "r2"), "--init", "../folder", "--stop-after", "0"]) == 0
+    assert json.loads((tmp_path / "r2" / "config.json").read_text())["init"] == str(tmp_path / "folder")
+    # switching between transfer and a file is still another run
+    assert "init: " in error(capsys, [*base, "--init", "transfer", "--resume"])
+
+
+def test_a_teacher_cache_run_started_with_sampler_random_can_be_resumed(teacher, synth, tmp_path, capsys):
+    from c3d_distill.train.checkpoint import save_checkpoint
+
+    tck = load_checkpoint(teacher)
+    tck["config"].update(stride=2, resize=[20, 27])
+    save_checkpoint(tck, tmp_path / "t.pt")
+    out = tmp_path / "cached"
+    args = ["distill", "--teacher", str(tmp_path / "t.pt"), "--student", "mc4", "--init", "random", "--data",
+            synth, "--out", str(out), "--epochs", "2", *FAST, "--loss", "kd", "--teacher-cache", "--crop-mode",
+            "center", "--no-flip"]
+    assert main([*args, "--sampler", "center", "--stop-after", "1"]) == 0
+    # as a run started before --teacher-cache refused --sampler random (valid then) left it
+    ck = load_checkpoint(out)
+    ck["config"]["sampler"] = "random"
+    save_checkpoint(ck, out / "checkpoint.pt")
+    assert "--teacher-cache: needs a deterministic sampler" in error(capsys, [*args, "--out", str(tmp_path / "new")])
+    # the teacher's clip settings changed since: the resumed run keeps the ones it was started with
+    tck["config"].update(stride=1, resize=[19, 26])
+    save_checkpoint(tck, tmp_path / "t.pt")
+    capsys.readouterr()
+    assert main([*args, "--resume"]) == 0
+    assert "WARNING: --teacher-cache with --sampler random: the resumed run was started so" in capsys.readouterr().err
+    cfg = json.loads((out / "config.json").read_text())
+    assert load_checkpoint(out)["epoch"] == 2 and (cfg["stride"], cfg["resize"]) == (2, [20, 27])
 
 
 def test_distill_makes_its_clips_the_way_the_teacher_was_trained(teacher, synth, tmp_path, capsys):

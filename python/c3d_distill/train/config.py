@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,8 +92,13 @@ class RunConfig:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def validate(self) -> RunConfig:
-        """Raise ``ValueError`` naming the option for settings that cannot work together."""
+    def validate(self, resumed: RunConfig | None = None) -> RunConfig:
+        """Raise ``ValueError`` naming the option for settings that cannot work together.
+
+        ``resumed``: the config of the checkpoint this run continues. Its ``--init`` file is not needed
+        (the checkpoint holds the weights), and a combination that it already has, refused only since
+        it was started (``--teacher-cache`` with ``--sampler random``), is a warning: the run can be
+        finished the way it began."""
 
         def bad(name: str, why: str) -> None:
             raise ValueError(f"--{name.replace('_', '-')}: {why}")
@@ -101,11 +107,11 @@ class RunConfig:
             bad("mode", f"{self.mode!r} is not one of {MODES}")
         if self.loss not in LOSSES:
             bad("loss", f"{self.loss!r} is not one of {LOSSES}")
-        if self.init not in INITS and (self.mode == "train" or not Path(self.init).is_file()):
+        if self.init not in INITS and (self.mode == "train" or (resumed is None and not Path(self.init).exists())):
             bad(
                 "init",
-                f"{self.init!r} is neither transfer, random nor a student checkpoint file (as written by "
-                "`c3d-distill transfer --out FILE`)",
+                f"{self.init!r} is neither transfer, random nor a student checkpoint file or run folder (as "
+                "written by `c3d-distill transfer --out FILE`)",
             )
         if self.optimizer not in OPTIMIZERS:
             bad("optimizer", f"{self.optimizer!r} is not one of {OPTIMIZERS}")
@@ -132,7 +138,16 @@ class RunConfig:
                 "needs deterministic crops (--crop-mode center --no-flip, no --color-permute): the cache key is "
                 "(video, frame indices, crop)",
             )
-        if self.teacher_cache and self.sampler == "random":
+        if self.teacher_cache and self.sampler == "random" and resumed is not None and (
+            resumed.teacher_cache and resumed.sampler == "random"
+        ):
+            print(
+                "WARNING: --teacher-cache with --sampler random: the resumed run was started so (allowed then); "
+                "it continues as it began, though the cache almost never hits with random frames",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif self.teacher_cache and self.sampler == "random":
             bad(
                 "teacher_cache",
                 "needs a deterministic sampler (--sampler center or uniform): the cache key is (video, frame "

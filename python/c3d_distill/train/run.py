@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -424,7 +425,9 @@ def collapsed_teacher(teacher: nn.Module, probe: torch.Tensor) -> str | None:
     return None
 
 
-def student_from_file(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any]) -> tuple[nn.Module, dict | None]:
+def student_from_file(
+    cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any], *, teacher_sha256: str | None = None
+) -> tuple[nn.Module, dict | None]:
     """``--init FILE``: the student a ``c3d-distill transfer --out FILE`` wrote (or any c3d-distill checkpoint
     of this student). Its model, width, clip length, input size and classes must be this run's: the
     student named by ``--student`` at the teacher's shape. Returns ``(student, its transfer report or None)``."""
@@ -448,7 +451,9 @@ def student_from_file(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any])
             "--out FILE`, or use --init transfer"
         )
     made_from = ckpt.get("teacher_sha256")
-    if made_from is not None and made_from != state_fingerprint(unwrap(teacher).state_dict()):
+    if made_from is not None and teacher_sha256 is None:
+        teacher_sha256 = state_fingerprint(unwrap(teacher).state_dict())
+    if made_from is not None and made_from != teacher_sha256:
         print(f"WARNING: --init {src} was made from another teacher than --teacher {cfg.teacher} (its weights "
               "differ); the student starts from that teacher's approximation", file=sys.stderr, flush=True)
     student = create_model(
@@ -461,11 +466,18 @@ def student_from_file(cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any])
 
 
 def build_student(
-    cfg: RunConfig, teacher: nn.Module, tmeta: dict[str, Any], probe: torch.Tensor | None = None
+    cfg: RunConfig,
+    teacher: nn.Module,
+    tmeta: dict[str, Any],
+    probe: torch.Tensor | None = None,
+    *,
+    teacher_sha256: str | None = None,
+    resumed: bool = False,
 ) -> tuple[nn.Module, dict | None]:
     """The student named ``cfg.model`` at the teacher's width/frames/size, from the teacher's weights
     (``init="transfer"``, calibrated on ``probe`` clips when given), random, or from a student checkpoint
-    file (``init=PATH``, see :func:`student_from_file`). With ``loss="feature"`` the
+    file (``init=PATH``, see :func:`student_from_file`; not read when ``resumed``: the checkpoint being
+    resumed replaces the weights). ``teacher_sha256``: the teacher's weight fingerprint, when known. With ``loss="feature"`` the
     head is the teacher's and stays frozen: the loss never reaches it, and a frozen copy reads the
     teacher's feature space the student learns."""
     from ..models import create_model
@@ -474,8 +486,8 @@ def build_student(
         width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast
     )
     report = None
-    if cfg.init not in ("transfer", "random"):
-        student, report = student_from_file(cfg, teacher, tmeta)
+    if cfg.init not in ("transfer", "random") and not resumed:
+        student, report = student_from_file(cfg, teacher, tmeta, teacher_sha256=teacher_sha256)
     elif cfg.init == "transfer":
         from ..transfer import transfer
 
@@ -534,6 +546,23 @@ class MetricsLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+def _settle_init_path(cfg: RunConfig, resumed: RunConfig | None) -> None:
+    """``--init FILE`` (or run folder) is recorded as an absolute path. A resumed run keeps the path it was
+    started with: the file is not read again (the checkpoint holds the weights), so a path given from
+    another working directory, or a file since moved, is no reason to refuse it."""
+    from .config import INITS
+
+    if cfg.init in INITS:
+        return
+    if resumed is not None and resumed.init not in INITS:
+        if os.path.abspath(cfg.init) != os.path.abspath(resumed.init) and os.environ.get("RANK", "0") == "0":
+            print(f"--resume: --init {cfg.init}: the run started from {resumed.init}; it continues from its "
+                  "checkpoint (the file is not read again)", file=sys.stderr, flush=True)
+        cfg.init = resumed.init
+    else:
+        cfg.init = os.path.abspath(cfg.init)
 
 
 def _check_resume_config(old: RunConfig, new: RunConfig, src: Path) -> None:
@@ -596,11 +625,12 @@ def _model_figures(model: nn.Module, meta: dict) -> dict[str, Any]:
 RUN_FILES = (CHECKPOINT_NAME, "config.json", "metrics.jsonl", "eval.json", "transfer.json")
 
 
-def check_out_folder(out: Path, *, resume: bool, overwrite: bool) -> None:
+def check_out_folder(out: Path, *, resume: bool, overwrite: bool, force_resume: bool = False) -> None:
     """Refuse to start a run in a folder that already holds one, unless told to continue it (``resume``)
     or to replace it (``overwrite``). Reads only: nothing is written or removed here."""
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite: choose one (continue the run in --out, or start it again)")
+    if (resume or force_resume) and overwrite:
+        flag = "--force-resume" if force_resume else "--resume"
+        raise ValueError(f"{flag} and --overwrite: choose one (continue the run in --out, or start it again)")
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out}: exists and is not a folder")
     held = [n for n in (CHECKPOINT_NAME, "config.json") if (out / n).exists()]
@@ -643,11 +673,15 @@ def run(
     ``stop_after``: leave after that many epochs in this call (a pre-emptible job; ``resume`` continues).
     Nothing is written before every check has passed: a refused run leaves no folder behind.
     """
-    cfg.validate()
     if not cfg.out:
         raise ValueError("--out: a run folder is needed")
     out = Path(cfg.out)
-    check_out_folder(out, resume=resume, overwrite=overwrite)
+    check_out_folder(out, resume=resume, overwrite=overwrite, force_resume=force_resume)
+    ckpt_path = out / CHECKPOINT_NAME
+    ckpt = load_checkpoint(ckpt_path, map_location="cpu") if resume and ckpt_path.exists() else None
+    resumed = RunConfig.from_dict(ckpt["config"]) if ckpt is not None else None
+    cfg.validate(resumed)
+    _settle_init_path(cfg, resumed)
     dinfo = distributed.setup(cfg.device)
     device = dinfo.device
     distributed.barrier()  # every rank has looked at --out before rank 0 writes into it
@@ -692,7 +726,12 @@ def run(
                     "distillation needs the same"
                 )
         cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
-        adopt_teacher_clips(cfg, teacher_clip_settings(tckpt), warn=dinfo.is_main)
+        if resumed is None:
+            adopt_teacher_clips(cfg, teacher_clip_settings(tckpt), warn=dinfo.is_main)
+        else:  # the run keeps the clip settings it was started with (an explicit --stride is compared)
+            for k in CLIP_SETTINGS:
+                if not (k == "stride" and cfg.extra.get("stride_given")):
+                    setattr(cfg, k, getattr(resumed, k))
         for k in GIVEN_FLAGS:
             cfg.extra.pop(k, None)
         check_short_videos(cfg, [train_list, test_list])  # with the teacher's frames and stride
@@ -705,7 +744,9 @@ def run(
         if cfg.init != "transfer":
             probe = None  # calibration clips are for the weight transfer only
         seed_everything(cfg.seed)
-        model, transfer_report = build_student(cfg, teacher, tmeta, probe)
+        model, transfer_report = build_student(
+            cfg, teacher, tmeta, probe, teacher_sha256=inputs["teacher"]["sha256"], resumed=resumed is not None
+        )
         teacher.to(device)
     else:
         for k in GIVEN_FLAGS:
@@ -757,10 +798,8 @@ def run(
     total_steps = steps_per_epoch * cfg.epochs
 
     start_epoch, step, rows = 0, 0, []
-    ckpt_path = out / CHECKPOINT_NAME
-    if resume and ckpt_path.exists():
-        ckpt = load_checkpoint(ckpt_path, map_location="cpu")
-        _check_resume_config(RunConfig.from_dict(ckpt["config"]), cfg, ckpt_path)
+    if ckpt is not None and resumed is not None:
+        _check_resume_config(resumed, cfg, ckpt_path)
         _check_resume_inputs(ckpt.get("inputs"), inputs, ckpt_path, force=force_resume)
         check_compatible(ckpt, meta, source=str(ckpt_path))
         load_weights(model, model_state(ckpt), source=str(ckpt_path))
