@@ -410,3 +410,17 @@ def test_fingerprint_ignores_where_the_set_lies_but_not_what_it_holds(tmp_path, 
     assert a == b and a["videos"] == 2 and a["classes"] == 2  # a moved copy is the same data set
     (tmp_path / "b" / "l.txt").write_text("x/one.avi walk\nx/two.avi run\n", encoding="utf-8")
     assert load(f"list:{tmp_path / 'b' / 'l.txt'}").fingerprint()["sha256"] != a["sha256"]  # labels swapped
+
+
+def test_fingerprint_names_files_outside_the_root_by_absolute_path(tmp_path, mpeg4_avi):
+    from c3d_distill.datasets import load
+
+    video = tmp_path / "videos" / "one.avi"
+    video.parent.mkdir()
+    shutil.copyfile(mpeg4_avi, video)
+    (tmp_path / "lists" / "deeper").mkdir(parents=True)
+    for d in ("lists", "lists/deeper"):  # the same file, named from two depths (no ../ paths in the hash)
+        (tmp_path / d / "l.txt").write_text(f"{video} run\n", encoding="utf-8")
+    a, b = (load(f"list:{tmp_path / d / 'l.txt'}") for d in ("lists", "lists/deeper"))
+    assert a.fingerprint() == b.fingerprint() and a.video_hashes() == b.video_hashes()
+    assert len(a.video_hashes()) == 1 and len(a.video_hashes()[0]) == 16

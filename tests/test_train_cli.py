@@ -366,6 +366,26 @@ def test_distill_makes_its_clips_the_way_the_teacher_was_trained(teacher, synth,
     assert "records no run config" in capsys.readouterr().err
 
 
+def test_eval_counts_test_videos_the_run_was_trained_on(teacher, synth, tmp_path, capsys):
+    res = tmp_path / "e.json"
+    args = ["eval", str(teacher), "--data", f"{synth}:2", "--clips", "1", "--json", str(res), "--no-progress"]
+    assert main(args) == 0  # fold 2's test videos are fold 1's training videos (another split, same videos)
+    out = json.loads(res.read_text())
+    assert out["held_out"] is False and out["test_videos_also_in_training"] == out["videos"] == 6
+    assert "these are the videos" in capsys.readouterr().err
+    assert main([*args[:3], synth, *args[4:]]) == 0  # fold 1's own test split
+    out = json.loads(res.read_text())
+    assert out["held_out"] is True and out["test_videos_also_in_training"] == 0
+    # a checkpoint recording only the whole set's fingerprint cannot tell: unknown, not held out
+    from c3d_distill.train.checkpoint import save_checkpoint
+
+    ck = load_checkpoint(teacher)
+    del ck["inputs"]["train_data"]["video_hashes"]
+    save_checkpoint(ck, tmp_path / "old.pt")
+    assert main([*args[:1], str(tmp_path / "old.pt"), *args[2:]]) == 0
+    assert json.loads(res.read_text())["held_out"] is None
+
+
 def test_eval_command(teacher, synth, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert (

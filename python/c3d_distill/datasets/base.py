@@ -72,13 +72,30 @@ class VideoList:
         same) and ``eval`` notices the videos a model was trained on."""
         h = hashlib.sha256()
         h.update(json.dumps(list(self.classes)).encode())
-        root = self.root
-        rel = sorted(
-            (os.path.relpath(p, root) if root else p).replace(os.sep, "/") + "\t" + str(label)
-            for p, label in self.items
-        )
+        rel = sorted(self._key(p) + "\t" + str(label) for p, label in self.items)
         h.update("\n".join(rel).encode())
         return {"videos": len(self.items), "classes": len(self.classes), "sha256": h.hexdigest()}
+
+    def video_hashes(self) -> list[str]:
+        """One short hash (16 hex digits) per video, of its path as :meth:`fingerprint` names it, sorted and
+        without repeats: compact enough to store in a checkpoint, so ``eval`` can count the test videos
+        that were training videos (another fold's test split shares many with this fold's training split)."""
+        return sorted({hashlib.sha256(self._key(p).encode()).hexdigest()[:16] for p, _ in self.items})
+
+    def _key(self, path: str) -> str:
+        """A video's path as fingerprints name it: relative to ``root`` for a file under it (a moved data set
+        keeps its names), absolute otherwise (a list may name files anywhere; ``../`` paths would make two
+        unrelated files the same)."""
+        p = os.path.abspath(path)
+        if self.root:
+            root = os.path.abspath(self.root)
+            try:
+                under = os.path.commonpath([p, root]) == root
+            except ValueError:  # another drive
+                under = False
+            if under:
+                p = os.path.relpath(p, root)
+        return p.replace(os.sep, "/")
 
     def __repr__(self) -> str:
         return f"VideoList({self.name or 'videos'}: {len(self.items)} videos, {len(self.classes)} classes)"

@@ -74,14 +74,14 @@ def evaluate_checkpoint(
     if short is not None:
         cfg.short = short
     vids = load(data, split or "train")
-    trained_on = (ckpt.get("inputs") or {}).get("train_data")
-    held_out = None  # unknown: a checkpoint from before fingerprints were recorded
-    if trained_on is not None:
-        held_out = vids.fingerprint()["sha256"] != trained_on.get("sha256")
-        if not held_out:
-            where = data if split is None else f"{data} ({split})"
-            print(f"WARNING: --data {where}: these are the videos {path} was trained on; the accuracy below "
-                  "is a training score, not a held-out one", file=sys.stderr, flush=True)
+    overlap = training_overlap((ckpt.get("inputs") or {}).get("train_data"), vids)
+    held_out = None if overlap is None else overlap == 0  # None: unknown (an older checkpoint)
+    if overlap:
+        where = data if split is None else f"{data} ({split})"
+        which = ("these are the videos" if overlap == len(vids)
+                 else f"{overlap} of these {len(vids)} videos are videos")
+        print(f"WARNING: --data {where}: {which} {path} was trained on; the accuracy below is not a held-out "
+              "score", file=sys.stderr, flush=True)
     if len(vids.classes) != meta["num_classes"]:
         raise ValueError(
             f"--data {data}: {len(vids.classes)} classes, but the model was trained for {meta['num_classes']}"
@@ -134,12 +134,28 @@ def evaluate_checkpoint(
         "data": data,
         "split": split,
         "held_out": held_out,
+        "test_videos_also_in_training": overlap,
         "clips_per_video": clips,
         "epoch": ckpt.get("epoch"),
         **_model_figures(model, meta),
         **res,
     }
     return out
+
+
+def training_overlap(trained_on: dict[str, Any] | None, vids) -> int | None:
+    """How many of ``vids`` a run was trained on, from its checkpoint's ``inputs["train_data"]``: all of them
+    when the fingerprints match, else counted by the per-video hashes; None (unknown) for a checkpoint that
+    records neither (older ones only have the whole set's fingerprint)."""
+    if not trained_on:
+        return None
+    if vids.fingerprint()["sha256"] == trained_on.get("sha256"):
+        return len(vids)
+    hashes = trained_on.get("video_hashes")
+    if hashes is None:
+        return None
+    seen = set(hashes)
+    return sum(h in seen for h in vids.video_hashes())
 
 
 def _clip_value(cfg: RunConfig, k: str):

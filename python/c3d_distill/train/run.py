@@ -703,7 +703,11 @@ def run(
         )
     cfg.num_classes = num_classes
     # What the run learns from, recorded in every checkpoint: --resume checks it, eval warns on it.
-    inputs: dict[str, Any] = {"train_data": train_list.fingerprint(), "test_data": test_list.fingerprint()}
+    # The training videos' hashes let eval count the test videos that were training videos.
+    inputs: dict[str, Any] = {
+        "train_data": {**train_list.fingerprint(), "video_hashes": train_list.video_hashes()},
+        "test_data": test_list.fingerprint(),
+    }
 
     teacher = None
     transfer_report = None
