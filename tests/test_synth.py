@@ -153,8 +153,8 @@ def test_a_corrupt_manifest_is_named_and_force_replaces_the_set(tmp_path, capsys
         with pytest.raises(DatasetError, match=r"synth.json: (unreadable|missing or marks)"):
             load(f"synth:{out}")
     assert main(["data", "synth", str(out), "--classes", "2", "--videos-per-class", "4", "--clips-per-group",
-                 "2", "--size", "64x48", "--duration", "0.4", "0.6", "--quiet", "--workers", "1"]) == 1
-    assert "synth.json: not a readable" in capsys.readouterr().err
+                 "2", "--size", "64x48", "--duration", "0.4", "0.6", "--quiet", "--workers", "1"]) == 2
+    assert "c3d-distill: error: " in (err := capsys.readouterr().err) and "synth.json: not a readable" in err
     assert make_synthetic(out, workers=1, force=True, **kw) == out  # --force replaces it
     assert load(f"synth:{out}").counts() == [2, 2]
     assert (out / "precious.txt").read_text() == "keep me"  # what the set did not write stays
@@ -164,7 +164,7 @@ def test_negative_seed_is_named(tmp_path, capsys):
     with pytest.raises(ValueError, match="seed=-1: must be a non-negative integer"):
         make_synthetic(tmp_path / "s", seed=-1, workers=1, **SMALL)
     assert main(["data", "synth", str(tmp_path / "s"), "--seed", "-1", "--quiet"]) == 2
-    assert "--seed -1: must be a non-negative integer" in capsys.readouterr().err
+    assert "c3d-distill: error: make_synthetic: seed=-1: must be a non-negative integer" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
 
 
@@ -197,10 +197,11 @@ def test_cli_synth(tmp_path, capsys):
     assert f"load it with synth:{out}" in capsys.readouterr().out
     assert load(f"synth:{out}").counts() == [2, 2, 2]
     assert main(["data", "synth", str(out), "--size", "64by48"]) == 2
-    capsys.readouterr()
+    assert "c3d-distill: error: --size '64by48': expected WIDTHxHEIGHT" in capsys.readouterr().err
     assert main(["data", "synth", str(out), "--classes", "2", "--videos-per-class", "4", "--clips-per-group",
-                 "2", "--quiet"]) == 1
-    assert "other parameters (classes, duration, height, width differ)" in capsys.readouterr().err
+                 "2", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "c3d-distill: error: " in err and "other parameters (classes, duration, height, width differ)" in err
 
 
 # ---------------------------------------------------------------------------------------------- motions

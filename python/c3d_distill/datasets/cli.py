@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 
@@ -47,17 +46,14 @@ def _counts_table(classes, splits: dict[str, list[int]]) -> list[str]:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from . import DatasetError, load, parse_spec
     from . import hmdb51 as hmdb
+    from . import load, parse_spec
     from . import ucf101 as ucf
 
-    try:
-        kind, path, fold = parse_spec(args.spec)
-        parts = ["train"] if kind == "list" else ["train", "test"]
-        lists = {s: load(args.spec, s, lists=args.lists) for s in parts}
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # a bad spec or data set (DatasetError, a ValueError) is a user error: cli.main prints it, exit 2
+    kind, path, fold = parse_spec(args.spec)
+    parts = ["train"] if kind == "list" else ["train", "test"]
+    lists = {s: load(args.spec, s, lists=args.lists) for s in parts}
     first = lists[parts[0]]
     label = "videos" if kind == "list" else None
     splits = {(label or s): vl.counts() for s, vl in lists.items()}
@@ -98,20 +94,14 @@ def run_synth(args: argparse.Namespace) -> int:
     try:
         w, h = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
-        print(f"error: --size {args.size!r}: expected WIDTHxHEIGHT, e.g. 320x240", file=sys.stderr)
-        return 2
-    if args.seed < 0:
-        print(f"error: --seed {args.seed}: must be a non-negative integer", file=sys.stderr)
-        return 2
+        raise ValueError(f"--size {args.size!r}: expected WIDTHxHEIGHT, e.g. 320x240") from None
     t0 = time.perf_counter()
-    try:
-        out = make_synthetic(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
-                             seed=args.seed, codec=args.codec, width=w, height=h, fps=args.fps,
-                             duration=tuple(args.duration), clips_per_group=args.clips_per_group,
-                             workers=args.workers, progress=not args.quiet, force=args.force)
-    except (ValueError, FileExistsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    # its arguments (the seed too) are checked before anything is written; ValueError and FileExistsError
+    # are user errors that cli.main prints (exit 2)
+    out = make_synthetic(args.out, classes=args.classes, videos_per_class=args.videos_per_class,
+                         seed=args.seed, codec=args.codec, width=w, height=h, fps=args.fps,
+                         duration=tuple(args.duration), clips_per_group=args.clips_per_group,
+                         workers=args.workers, progress=not args.quiet, force=args.force)
     print(f"{out}: {args.classes} classes x {args.videos_per_class} videos ({args.codec}) "
           f"in {time.perf_counter() - t0:.1f} s; load it with synth:{out}")
     return 0
