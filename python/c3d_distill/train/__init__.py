@@ -7,8 +7,9 @@ without importing torch, which takes seconds."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes
 
 _WHERE = {
     "CheckpointError": ".checkpoint",
@@ -32,12 +33,7 @@ if TYPE_CHECKING:
     from .engine import Objective, StudentNet, TeacherCache, evaluate, lr_at, train_one_epoch
     from .losses import feature_loss, hint_loss, kd_loss
 
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(where, __name__), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = [

@@ -8,9 +8,9 @@ Everything but ``register`` is imported on first use (it needs torch, which take
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_attributes
 from .cli import register
 
 _WHERE = {
@@ -31,12 +31,7 @@ if TYPE_CHECKING:
     from .core import TransferReport, align, fold_hint_pairs, make_probe, transfer
     from .kernels import band_expand, band_pool, rel_err, sp_compose, sp_matrix, sp_split
 
-
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(where, __name__), name)
+__getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = [
