@@ -22,6 +22,8 @@ from .synth import REVERSE_PAIRS, make_synthetic
 from .ucf101 import load_ucf101
 
 __all__ = [
+    "is_list_spec",
+    "split_of",
     "REVERSE_PAIRS",
     "SYNTH_CLASSES",
     "DatasetError",
@@ -36,6 +38,22 @@ __all__ = [
 
 KINDS = ("ucf101", "hmdb51", "list", "synth")
 _FOLD_SUFFIX = re.compile(r"^(?P<path>.+):(?P<fold>[0-9]+)$")
+
+
+def is_list_spec(spec: str | None) -> bool:
+    """True for a ``list:FILE`` spec: one split, no train/test parts."""
+    return bool(spec) and str(spec).startswith("list:")
+
+
+def split_of(spec: str | None, split: str | None, option: str, default: str | None) -> str | None:
+    """The split ``option`` names for ``spec`` (``default`` when not given). A ``list:`` spec is one split:
+    naming one is a ValueError that says how to give test videos instead."""
+    if split is not None and is_list_spec(spec):
+        raise ValueError(
+            f"{option} {split}: {spec} is one split (a list file has no train/test parts); give the test "
+            "videos as their own list with --test-data list:FILE"
+        )
+    return default if split is None else split
 
 
 def parse_spec(spec: str) -> tuple[str, str, int]:

@@ -249,25 +249,17 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument("--no-progress", dest="progress", action="store_false")
 
 
-def _split(spec: str | None, split: str | None, option: str, default: str) -> str:
-    """The split named by ``option``: a list: spec has none (it is one split), a fold defaults to ``default``."""
-    if split is not None and spec is not None and spec.startswith("list:"):
-        raise ValueError(
-            f"{option} {split}: {spec} is one split (a list file has no train/test parts); give the test "
-            "videos as their own list with --test-data list:FILE"
-        )
-    return default if split is None else split
-
-
 def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
+    from ..datasets import split_of
+
     test_spec = args.test_data or args.data
     cfg = RunConfig(
         mode=mode,
         model=args.model,
         data=args.data,
         out=args.out,
-        train_split=_split(args.data, args.train_split, "--train-split", "train"),
-        test_split=_split(test_spec, args.test_split, "--test-split", "test"),
+        train_split=split_of(args.data, args.train_split, "--train-split", "train"),
+        test_split=split_of(test_spec, args.test_split, "--test-split", "test"),
         test_data=args.test_data,
         dropout=args.dropout,
         fast=not args.plain,

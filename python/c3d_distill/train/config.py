@@ -24,6 +24,12 @@ DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
 DEFAULT_STD = (0.22803, 0.22145, 0.216989)
 
 
+def default_resize(crop_hw: tuple[int, int]) -> tuple[int, int]:
+    """The frame size clips are resized to before a ``crop_hw`` crop: C3D's 128×171 for 112×112, scaled
+    with the crop."""
+    return (round(crop_hw[0] * 128 / 112), round(crop_hw[1] * 171 / 112))
+
+
 @dataclass
 class RunConfig:
     """Everything that decides what a run computes. ``resize`` follows C3D's 128×171 for a 112 crop and
@@ -186,7 +192,7 @@ class RunConfig:
     def resize_hw(self) -> tuple[int, int]:
         if self.resize is not None:
             return (int(self.resize[0]), int(self.resize[1]))
-        return (round(self.size * 128 / 112), round(self.size * 171 / 112))
+        return default_resize((self.size, self.size))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

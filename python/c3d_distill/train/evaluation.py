@@ -38,15 +38,15 @@ def evaluate_checkpoint(
     ``skipped_clips``); ``short`` (default: the run's) says what a video shorter than a clip gives;
     ``short_videos`` counts them.
     """
-    from ..datasets import load
+    from ..datasets import is_list_spec, load, split_of
     from . import distributed
     from .engine import StudentNet, evaluate, to_channels_last
     from .run import (
+        CLIP_SETTINGS,
         LoaderReports,
         WatchedLoader,
         _model_figures,
         check_short_videos,
-        is_list_spec,
         load_run_model,
         make_eval_loader,
         teacher_clip_settings,
@@ -54,11 +54,7 @@ def evaluate_checkpoint(
 
     if clips < 1:
         raise ValueError(f"--clips: must be at least 1, got {clips}")
-    if is_list_spec(data):
-        if split is not None:
-            raise ValueError(f"--split {split}: {data} is one split (a list file has no train/test parts)")
-    elif split is None:
-        split = "test"
+    split = split_of(data, split, "--split", None if is_list_spec(data) else "test")  # a list: is its own split
     dev = distributed.resolve_device(device)
     model, meta, ckpt = load_run_model(path)
     cfg = (
@@ -98,7 +94,7 @@ def evaluate_checkpoint(
             raise ValueError(f"--teacher {teacher}: " + "; ".join(diffs)
                              + " (the feature error compares the two models' pool5 features on the same clips)")
         clip = teacher_clip_settings(tckpt)
-        other = [k for k in ("stride", "resize", "mean", "std") if clip is not None and clip[k] != _clip_value(cfg, k)]
+        other = [k for k in CLIP_SETTINGS if clip is not None and clip[k] != _clip_value(cfg, k)]
         if other:
             print(f"WARNING: --teacher {teacher}: trained with other clip settings ({', '.join(other)}) than "
                   f"{path}; it sees {path}'s clips here, so the feature error includes that difference",

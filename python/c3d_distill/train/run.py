@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..datasets import is_list_spec
 from . import distributed
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -71,10 +72,6 @@ def seed_everything(seed: int) -> None:
 
 # --------------------------------------------------------------------------------------------------
 # data
-
-
-def is_list_spec(spec: str | None) -> bool:
-    return bool(spec) and str(spec).startswith("list:")
 
 
 def describe_test_data(cfg: RunConfig) -> str:

@@ -111,7 +111,7 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
 
     from ..data import VideoReader, center_clip, read_clips
     from ..datasets import load
-    from ..train.config import DEFAULT_MEAN, DEFAULT_STD
+    from ..train.config import DEFAULT_MEAN, DEFAULT_STD, default_resize
 
     items = load(spec, "train").items
     if len(items) < n:
@@ -119,8 +119,8 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
     picks = [items[round(i * (len(items) - 1) / max(1, n - 1))][0] for i in range(n)]
     clips = [(p, center_clip(VideoReader(p).num_frames, frames, stride)) for p in picks]
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    if resize is None:  # RunConfig.resize_hw: 128×171 for a 112 crop, scaled with the crop
-        resize = (round(hw[0] * 128 / 112), round(hw[1] * 171 / 112))
+    if resize is None:
+        resize = default_resize(hw)
     arr = read_clips(clips, size=tuple(resize), crop=hw, dtype="float32",
                      mean=tuple(DEFAULT_MEAN if mean is None else mean), std=tuple(DEFAULT_STD if std is None else std))
     return torch.from_numpy(arr)
