@@ -266,6 +266,9 @@ def test_ctrl_c_interrupts_a_long_read(video_dir):
         links.append(str(link))
     code = textwrap.dedent(f"""
         import os, signal, threading, time
+        # A shell starting the tests as a background job leaves SIGINT ignored, and Python then
+        # installs no handler: put the default one back so that the signal raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from c3d_distill.data import read_clips
         clips = [(p, range(284, 300)) for p in {links!r}]
         threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
@@ -299,6 +302,9 @@ def test_ctrl_c_interrupts_indexing(video_dir, call):
             "probe": f"probe({str(copy)!r}, threads=1)"}[call]
     code = textwrap.dedent(f"""
         import os, signal, threading, time
+        # A shell starting the tests as a background job leaves SIGINT ignored, and Python then
+        # installs no handler: put the default one back so that the signal raises KeyboardInterrupt.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         from c3d_distill.data import probe, read_clips
         threading.Timer(0.5, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
         t = time.perf_counter()
