@@ -15,6 +15,7 @@ from c3d_distill.memory import _glibc
 pytestmark = pytest.mark.skipif(_glibc() is None, reason="the setting is glibc's mallopt")
 
 PAGES = 64 * 2**20 // 4096  # a 64 MiB block: above glibc's largest mmap threshold (32 MiB)
+BLOCKS = 12
 
 SCRIPT = """
 import json, resource, torch
@@ -31,8 +32,8 @@ def faults_of_a_fresh_block():
     del t
     return after - before
 
-faults = [faults_of_a_fresh_block() for _ in range(4)]
-print(json.dumps({{"on": reusing_freed_memory(), "first": faults[0], "last": faults[-1]}}))
+faults = [faults_of_a_fresh_block() for _ in range(BLOCKS)]
+print(json.dumps({{"on": reusing_freed_memory(), "faults": faults}}))
 """
 
 
@@ -42,7 +43,7 @@ def run(fast: bool, env_value: str | None = None) -> dict:
     if env_value is not None:
         env["C3D_DISTILL_MALLOC"] = env_value
     out = subprocess.run(
-        [sys.executable, "-c", SCRIPT.format(fast=fast)], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", SCRIPT.replace("BLOCKS", str(BLOCKS)).format(fast=fast)], env=env, capture_output=True, text=True, timeout=120
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -51,17 +52,23 @@ def run(fast: bool, env_value: str | None = None) -> dict:
 def test_fast_model_reuses_freed_large_blocks():
     r = run(fast=True)
     assert r["on"] is True
-    assert r["first"] > PAGES // 2  # the first block is new memory either way
-    # Later ones reuse freed pages (glibc may place the second one fresh, as posix_memalign's aligned
-    # chunk can be a few bytes short of the freed one; from then on a freed block of the size is there).
-    assert r["last"] < PAGES // 10, r
+    faults = r["faults"]
+    assert faults[0] > PAGES // 2, r  # the first block is new memory either way
+    # The heap settles after a few blocks: torch asks posix_memalign for 64-byte alignment, so glibc needs
+    # a free chunk slightly larger than the block, and a freed block whose neighbour a small allocation
+    # took is a few bytes short. Which of the first blocks come fresh depends on the heap's layout (it
+    # moved with the size of the environment: blocks 2-6 fresh in some layouts, in 120 tried); once two
+    # neighbouring freed blocks have merged, every later one is reused.
+    fresh = [i for i, f in enumerate(faults) if f > PAGES // 10]
+    assert len(fresh) <= BLOCKS // 2, r
+    assert all(f < PAGES // 10 for f in faults[-4:]), r
 
 
 def test_glibc_default_faults_every_block_in_again():
     # The behaviour the setting removes: with glibc's default each large block is a fresh mmap.
     r = run(fast=True, env_value="system")
     assert r["on"] is False
-    assert r["last"] > PAGES // 2, r
+    assert all(f > PAGES // 2 for f in r["faults"]), r
 
 
 def test_plain_model_leaves_the_allocator_alone():
