@@ -424,3 +424,27 @@ def test_fingerprint_names_files_outside_the_root_by_absolute_path(tmp_path, mpe
     a, b = (load(f"list:{tmp_path / d / 'l.txt'}") for d in ("lists", "lists/deeper"))
     assert a.fingerprint() == b.fingerprint() and a.video_hashes() == b.video_hashes()
     assert len(a.video_hashes()) == 1 and len(a.video_hashes()[0]) == 16
+
+
+def test_training_overlap_finds_the_same_files_named_from_another_folder(tmp_path, mpeg4_avi):
+    # Train list beside its videos (names relative to its root), test list elsewhere naming the same files
+    # (absolute paths, outside its root): eval must still see that they are training videos.
+    from c3d_distill.datasets import load
+    from c3d_distill.train.evaluation import training_overlap
+
+    (tmp_path / "a" / "v").mkdir(parents=True)
+    (tmp_path / "b").mkdir()
+    for name in ("one", "two", "three"):
+        shutil.copyfile(mpeg4_avi, tmp_path / "a" / "v" / f"{name}.avi")
+    (tmp_path / "a" / "train.txt").write_text("v/one.avi run\nv/two.avi walk\n", encoding="utf-8")
+    (tmp_path / "b" / "test.txt").write_text(
+        f"{tmp_path / 'a' / 'v' / 'two.avi'} walk\n{tmp_path / 'a' / 'v' / 'three.avi'} run\n", encoding="utf-8"
+    )
+    train, test = load(f"list:{tmp_path / 'a' / 'train.txt'}"), load(f"list:{tmp_path / 'b' / 'test.txt'}")
+    assert set(train.video_hashes()).isdisjoint(test.video_hashes())  # by name they differ
+    recorded = {**train.fingerprint(), "video_hashes": train.video_hashes(),
+                "video_path_hashes": train.video_hashes(absolute=True)}
+    assert training_overlap(recorded, test) == 1  # two.avi
+    assert training_overlap(recorded, train) == 2
+    assert training_overlap({k: v for k, v in recorded.items() if k != "video_path_hashes"}, test) == 0
+    assert training_overlap({"sha256": recorded["sha256"]}, test) is None  # unknown without hashes

@@ -76,11 +76,20 @@ class VideoList:
         h.update("\n".join(rel).encode())
         return {"videos": len(self.items), "classes": len(self.classes), "sha256": h.hexdigest()}
 
-    def video_hashes(self) -> list[str]:
-        """One short hash (16 hex digits) per video, of its path as :meth:`fingerprint` names it, sorted and
-        without repeats: compact enough to store in a checkpoint, so ``eval`` can count the test videos
-        that were training videos (another fold's test split shares many with this fold's training split)."""
-        return sorted({hashlib.sha256(self._key(p).encode()).hexdigest()[:16] for p, _ in self.items})
+    def video_hashes(self, absolute: bool = False) -> list[str]:
+        """One short hash (16 hex digits) per video, sorted and without repeats: compact enough to store in
+        a checkpoint, so ``eval`` can count the test videos that were training videos (another fold's test
+        split shares many with this fold's training split). Of its path as :meth:`fingerprint` names it
+        (a moved data set keeps its hashes), or with ``absolute`` of its absolute path (two lists in
+        different folders naming the same files)."""
+        return sorted({_short_hash(self._path_key(p, absolute)) for p, _ in self.items})
+
+    def video_hash_pairs(self) -> list[tuple[str, str]]:
+        """Per video (in order), its :meth:`video_hashes` by name and by absolute path."""
+        return [(_short_hash(self._key(p)), _short_hash(self._path_key(p, True))) for p, _ in self.items]
+
+    def _path_key(self, path: str, absolute: bool) -> str:
+        return os.path.abspath(path).replace(os.sep, "/") if absolute else self._key(path)
 
     def _key(self, path: str) -> str:
         """A video's path as fingerprints name it: relative to ``root`` for a file under it (a moved data set
@@ -99,6 +108,10 @@ class VideoList:
 
     def __repr__(self) -> str:
         return f"VideoList({self.name or 'videos'}: {len(self.items)} videos, {len(self.classes)} classes)"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def read_lines(path: Path, problems: list[str]) -> list[tuple[int, str]]:

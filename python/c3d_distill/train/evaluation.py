@@ -141,8 +141,9 @@ def evaluate_checkpoint(
 
 def training_overlap(trained_on: dict[str, Any] | None, vids) -> int | None:
     """How many of ``vids`` a run was trained on, from its checkpoint's ``inputs["train_data"]``: all of them
-    when the fingerprints match, else counted by the per-video hashes; None (unknown) for a checkpoint that
-    records neither (older ones only have the whole set's fingerprint)."""
+    when the fingerprints match, else counted by the per-video hashes (a video counts when its name under
+    the data set's root or its absolute path is among the training videos'); None (unknown) for a
+    checkpoint that records neither (older ones only have the whole set's fingerprint)."""
     if not trained_on:
         return None
     if vids.fingerprint()["sha256"] == trained_on.get("sha256"):
@@ -150,8 +151,8 @@ def training_overlap(trained_on: dict[str, Any] | None, vids) -> int | None:
     hashes = trained_on.get("video_hashes")
     if hashes is None:
         return None
-    seen = set(hashes)
-    return sum(h in seen for h in vids.video_hashes())
+    by_name, by_path = set(hashes), set(trained_on.get("video_path_hashes") or ())
+    return sum(a in by_name or b in by_path for a, b in vids.video_hash_pairs())
 
 
 def _clip_value(cfg: RunConfig, k: str):

@@ -702,7 +702,11 @@ def run(
     # What the run learns from, recorded in every checkpoint: --resume checks it, eval warns on it.
     # The training videos' hashes let eval count the test videos that were training videos.
     inputs: dict[str, Any] = {
-        "train_data": {**train_list.fingerprint(), "video_hashes": train_list.video_hashes()},
+        "train_data": {
+            **train_list.fingerprint(),
+            "video_hashes": train_list.video_hashes(),
+            "video_path_hashes": train_list.video_hashes(absolute=True),
+        },
         "test_data": test_list.fingerprint(),
     }
 
