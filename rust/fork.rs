@@ -15,11 +15,29 @@
 //!
 //! Chosen over `pthread_atfork` handlers that take every lock before a fork: those would make every
 //! fork of the process (any `subprocess` too) wait for the locks, and a lock in the parent held for
-//! long (a pool starting its threads) would stall it. Here the normal path costs one `getpid` and
-//! one atomic load per access, next to the stat call or thread pool work each access already makes.
+//! long (a pool starting its threads) would stall it. The only handler here is a child one that
+//! bumps a fork generation (one atomic add, async-signal-safe): a state belongs to the process whose
+//! pid *and* generation it recorded. The pid alone could be reused: a child that never touched the
+//! state could fork a grandchild given its long-dead grandparent's pid. The generation alone would
+//! miss a child made by a raw `clone` that runs no handlers. The normal path costs one `getpid` and
+//! two atomic loads per access, next to the stat call or thread pool work each access already makes.
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicPtr, Ordering};
-use std::sync::{Mutex, TryLockError};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, Once, TryLockError};
+
+/// How many forks separate this process from the first one that used a `PerProcess` (counted by the
+/// `pthread_atfork` child handler, registered on first use).
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+static ATFORK: Once = Once::new();
+
+extern "C" fn count_fork_in_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// This process's identity for `PerProcess`: its pid and fork generation.
+fn identity() -> (u32, u64) {
+    (std::process::id(), FORK_GENERATION.load(Ordering::Relaxed))
+}
 
 /// A `Mutex<T>` per process; `get` returns the calling process's.
 pub(crate) struct PerProcess<T> {
@@ -33,7 +51,8 @@ pub(crate) struct PerProcess<T> {
 }
 
 struct Owned<T> {
-    pid: u32,
+    /// `identity()` of the process that made it.
+    owner: (u32, u64),
     state: Mutex<T>,
 }
 
@@ -49,19 +68,25 @@ impl<T: Default> PerProcess<T> {
     /// This process's state; created on first use, and anew in a child made by `fork`.
     #[inline]
     pub(crate) fn get(&self) -> &Mutex<T> {
-        let pid = std::process::id();
+        let me = identity();
         let cur = self.current.load(Ordering::Acquire);
         // SAFETY: a published `Owned` is never freed (see `replace`), so `cur` is null or valid.
         match unsafe { cur.as_ref() } {
-            Some(owned) if owned.pid == pid => &owned.state,
-            _ => self.replace(cur, pid),
+            Some(owned) if owned.owner == me => &owned.state,
+            _ => self.replace(cur),
         }
     }
 
     #[cold]
-    fn replace(&self, mut cur: *mut Owned<T>, pid: u32) -> &Mutex<T> {
+    fn replace(&self, mut cur: *mut Owned<T>) -> &Mutex<T> {
+        ATFORK.call_once(|| {
+            // SAFETY: registers a handler that only does an atomic add. A failure (ENOMEM) leaves the
+            // pid check alone, as before the handler existed.
+            unsafe { libc::pthread_atfork(None, None, Some(count_fork_in_child)) };
+        });
+        let me = identity();
         let fresh = Box::into_raw(Box::new(Owned {
-            pid,
+            owner: me,
             state: Mutex::new(T::default()),
         }));
         loop {
@@ -72,7 +97,7 @@ impl<T: Default> PerProcess<T> {
                 Ok(_) => break,
                 Err(now) => {
                     // SAFETY: as in `get`.
-                    if let Some(owned) = unsafe { now.as_ref() }.filter(|o| o.pid == pid) {
+                    if let Some(owned) = unsafe { now.as_ref() }.filter(|o| o.owner == me) {
                         // Another thread of this process published first; `fresh` was never shared.
                         drop(unsafe { Box::from_raw(fresh) });
                         return &owned.state;
@@ -130,6 +155,7 @@ mod tests {
 
     static HELD: PerProcess<Vec<u32>> = PerProcess::new(adopt);
     static FREE: PerProcess<Vec<u32>> = PerProcess::new(adopt);
+    static REUSED: PerProcess<Vec<u32>> = PerProcess::new(keep_none);
 
     /// Fork; the child runs `f` and exits 0 when it returns true. The parent waits at most 20 s
     /// (then kills the child) and returns the child's exit status, or None when it hung.
@@ -198,5 +224,24 @@ mod tests {
         assert_eq!(status, Some(0));
         FREE.get().lock().unwrap().push(9);
         assert_eq!(*FREE.get().lock().unwrap(), vec![7, 8, 9]);
+    }
+
+    #[test]
+    fn a_process_with_the_owners_pid_but_a_later_fork_generation_gets_its_own_state() {
+        REUSED.get().lock().unwrap().push(1); // registers the atfork handler
+        let parent_generation = identity().1;
+        let status = in_child(|| {
+            // The handler ran in this child.
+            let counted = identity().1 == parent_generation + 1;
+            let mine = REUSED.get() as *const _;
+            REUSED.get().lock().unwrap().push(2);
+            // What a grandchild given this pid again (after this process is gone) would see: the same
+            // pid, one more fork. Simulated here, where the pid cannot be chosen.
+            FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+            let again = REUSED.get();
+            counted && !std::ptr::eq(mine, again) && again.lock().unwrap().is_empty()
+        });
+        assert_eq!(status, Some(0));
+        assert_eq!(*REUSED.get().lock().unwrap(), vec![1]);
     }
 }
