@@ -248,28 +248,35 @@ def check_short_videos(cfg: RunConfig, lists) -> None:
     """``--short error``: every video shorter than a clip, named in one error before the run starts (the
     loader would stop at the first one, without its name; with ``--on-error skip`` it would leave it out as
     if it were unreadable). Nothing to do for the other ``--short`` policies. With ``--on-error skip`` a
-    file that cannot be opened is left to the loader, which skips and names it as unreadable."""
+    file that cannot be opened is left to the loader, which skips and names it as unreadable.
+
+    The videos are opened on ``cfg.threads`` threads (probing releases the GIL; the indexes stay cached for
+    the loader), with a progress bar on the main process. Every rank of a distributed run checks every
+    video, so that all of them stop with the same error instead of some waiting on the others."""
     if cfg.short != "error":
         return
+    from concurrent.futures import ThreadPoolExecutor
+
     from ..data import VideoReader
     from ..datasets import DatasetError
+    from .engine import _progress
 
     span = (cfg.frames - 1) * cfg.stride + 1
-    seen: set[str] = set()
-    problems = []
-    for vl in lists:
-        for path, _ in vl.items:
-            if path in seen:
-                continue
-            seen.add(path)
-            try:
-                n = VideoReader(path).num_frames
-            except Exception:
-                if cfg.on_error == "raise":
-                    raise
-                continue
-            if n < span:
-                problems.append(f"{path}: {n} frames")
+    paths = list(dict.fromkeys(path for vl in lists for path, _ in vl.items))
+
+    def frames(path: str) -> int | None:
+        try:
+            return VideoReader(path).num_frames
+        except Exception:
+            if cfg.on_error == "raise":
+                raise
+            return None
+
+    workers = max(1, min(cfg.threads or os.cpu_count() or 1, 16, len(paths) or 1))
+    show = cfg.progress and distributed.info().is_main
+    with ThreadPoolExecutor(workers, thread_name_prefix="c3d-short-check") as pool:
+        counts = list(_progress(pool.map(frames, paths), len(paths), "--short error: checking videos", show))
+    problems = [f"{p}: {n} frames" for p, n in zip(paths, counts) if n is not None and n < span]
     if problems:
         raise DatasetError(
             f"--short error: {len(problems)} video(s) shorter than a clip ({cfg.frames} frames × stride "
