@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,12 +148,13 @@ class RunConfig:
         if self.teacher_cache and self.sampler == "random" and resumed is not None and (
             resumed.teacher_cache and resumed.sampler == "random"
         ):
-            print(
-                "WARNING: --teacher-cache with --sampler random: the resumed run was started so (allowed then); "
-                "it continues as it began, though the cache almost never hits with random frames",
-                file=sys.stderr,
-                flush=True,
-            )
+            if os.environ.get("RANK", "0") == "0":  # once per run under torchrun (before its process group)
+                print(
+                    "WARNING: --teacher-cache with --sampler random: the resumed run was started so (allowed then); "
+                    "it continues as it began, though the cache almost never hits with random frames",
+                    file=sys.stderr,
+                    flush=True,
+                )
         elif self.teacher_cache and self.sampler == "random":
             bad(
                 "teacher_cache",

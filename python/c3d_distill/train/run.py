@@ -276,7 +276,7 @@ def check_short_videos(cfg: RunConfig, lists) -> None:
     show = cfg.progress and distributed.info().is_main
     with ThreadPoolExecutor(workers, thread_name_prefix="c3d-short-check") as pool:
         counts = list(_progress(pool.map(frames, paths), len(paths), "--short error: checking videos", show))
-    problems = [f"{p}: {n} frames" for p, n in zip(paths, counts) if n is not None and n < span]
+    problems = [f"{p}: {n} frames" for p, n in zip(paths, counts, strict=True) if n is not None and n < span]
     if problems:
         raise DatasetError(
             f"--short error: {len(problems)} video(s) shorter than a clip ({cfg.frames} frames × stride "
