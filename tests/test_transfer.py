@@ -328,6 +328,19 @@ def test_calibration_and_pairs_help_on_held_out_clips():
     assert errs[("sp", False)] < errs[("sp", True)]
 
 
+@pytest.mark.parametrize("name", ["mc3", "mc4", "mc5"])
+def test_too_few_values_per_channel_are_not_calibrated(name):
+    # 16×16 clips, 2 fit clips: conv5b has 2 values per channel, which two parameters per channel fit
+    # exactly. Calibrated anyway, mc4's pool5 features ended 3× further from the teacher's than a random
+    # init's; left out, every MC student starts closer than a random one.
+    torch.manual_seed(0)
+    t = create_model("c3d", width=1 / 16, frames=32, size=16).eval()
+    student, report = transfer(t, name, probe_size=4)
+    conv5b = next(r for r in report.rows if r["layer"] == "conv5b")
+    assert "not calibrated: 2 values per channel" in conv5b["method"], conv5b
+    assert report.feature_rel_err < 0.7 * report.random_feature_rel_err, report.to_dict()
+
+
 def test_fold_hint_pairs(teacher):
     x = make_probe(2, 16, 32, seed=8)
     for name, left_out in [("mc3", {"conv3b", "conv4b", "conv5b"}), ("mc5", {"conv5b"}), ("sp", set()),

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -269,9 +270,24 @@ class _Fit:
         return F.conv3d(z, self.w, self.b, padding=(self.w.shape[2] // 2, 0, 0))
 
 
+# Values per output channel below which the calibration is not fitted: two parameters per channel fitted
+# to two values reproduce them exactly and nothing else (a 16×16 probe of 2 fit clips leaves 2 values per
+# channel at conv5b; its fitted scales made mc4's features 3× further from the teacher's than a random
+# init's, where without them they are 2× closer). Four per parameter: on held-out clips the fit still
+# helped with 8 values per channel (conv4b there) and with 16 (tests/test_transfer.py's 32×32 probes);
+# a 112×112 probe of 2 fit clips gives 98 at conv5b.
+MIN_CALIBRATION_VALUES = 8
+
+
 def _calibrate(fit: _Fit, pre: Tensor, target_pre: Tensor) -> tuple[_Fit, bool]:
     """Per output channel ``α·pre + β`` fitted to ``target_pre`` by least squares; kept if it lowers the
-    post-ReLU error. Returns the (possibly) updated fit and whether it was kept."""
+    post-ReLU error. Returns the (possibly) updated fit and whether it was kept. Not fitted (the method
+    says so) with fewer than ``MIN_CALIBRATION_VALUES`` values per channel."""
+    per_channel = pre.numel() // max(1, pre.shape[1])
+    if per_channel < MIN_CALIBRATION_VALUES:
+        return dataclasses.replace(
+            fit, method=f"{fit.method} (not calibrated: {per_channel} values per channel, fewer than "
+            f"{MIN_CALIBRATION_VALUES}; more or larger probe clips)"), False
     dims = [d for d in range(pre.dim()) if d != 1]
     p, y = pre.double(), target_pre.double()
     pm, ym = p.mean(dims, keepdim=True), y.mean(dims, keepdim=True)
