@@ -27,7 +27,7 @@ from c3d_distill.transfer import (
     sp_split,
     transfer,
 )
-from c3d_distill.transfer.core import STAGES
+from c3d_distill.transfer.core import PROGRESS_STEPS, STAGES
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -415,7 +415,7 @@ def test_cli_probe_clips_from_a_data_set(tmp_path, teacher, capsys):
             "--out", str(tmp_path / "mc5.pt"), "--probe-data", f"synth:{data}"]
     assert main([*args, "--probe-clips", "4"]) == 0
     report = json.loads((tmp_path / "mc5.transfer.json").read_text())
-    assert report["probe"]["source"] == "given" and report["probe"]["check_clips"] == 2
+    assert report["probe"]["source"].startswith("--probe-data synth:") and report["probe"]["check_clips"] == 2
     assert report["feature_cosine"] > 0.5
     assert main([*args, "--probe-clips", "50"]) == 2
     assert re.search("c3d-distill: error: --probe-data: .* 4 training videos, --probe-clips asks for 50",
@@ -482,6 +482,44 @@ def test_cli_errors(tmp_path, capsys):
                                "--out", "x.pt"])
     with pytest.raises(ValueError, match="junk.pt"):  # --debug: the exception itself
         main(["--debug", "transfer", "--teacher", str(tmp_path / "junk.pt"), "--student", "mc4", "--out", "x.pt"])
+
+
+def test_cli_checks_device_and_output_paths_before_the_work(tmp_path, teacher, capsys, monkeypatch):
+    from c3d_distill.cli import main
+    from c3d_distill.transfer import cli as tcli
+    from c3d_distill.transfer.cli import load_teacher
+
+    torch.save(teacher.state_dict(), tmp_path / "t.pt")
+    called = []
+    monkeypatch.setattr(tcli, "_load_teacher", lambda *a, **k: called.append(1))  # reached only past the checks
+    (tmp_path / "folder").mkdir()
+    base = ["transfer", "--teacher", str(tmp_path / "t.pt"), "--size", "32", "--student", "mc4"]
+    cases = [
+        (["--out", str(tmp_path / "s.pt"), "--device", "nope"], "--device: expected cpu or cuda[:N], got 'nope'"),
+        (["--out", str(tmp_path / "folder")], "--out " + str(tmp_path / "folder") + ": is a folder"),
+        (["--out", str(tmp_path / "s.pt"), "--report", str(tmp_path / "folder")], "--report "),
+        (["--out", str(tmp_path / "s.pt"), "--report", str(tmp_path / "s.pt")], "the same file as --out"),
+        (["--out", str(tmp_path / "t.pt" / "s.pt")], "is a file, not a folder"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--out", str(tmp_path / "s.pt"), "--device", "cuda"], "CUDA is not available"))
+    for extra, want in cases:
+        assert main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.startswith("c3d-distill: error: ") and want in err, err
+    assert not called
+    monkeypatch.undo()
+    # The Python API: a run checkpoint's shape is its own (the defaults no longer ask for 16×112).
+    from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
+
+    cfg = teacher.config
+    meta = {k: cfg[k] for k in ("name", "num_classes", "width", "frames", "size", "dropout")}
+    save_checkpoint({"format": FORMAT, "model": teacher.state_dict(), "model_meta": meta}, tmp_path / "run.pt")
+    assert load_teacher(str(tmp_path / "run.pt"))[1]["size"] == 32
+    # the progress callback (the CLI's bar) is told every step
+    steps = []
+    transfer(teacher, "mc4", probe_size=2, progress=steps.append)
+    assert tuple(steps) == PROGRESS_STEPS
 
 
 def test_nn_module_teacher_with_other_layers_is_refused():

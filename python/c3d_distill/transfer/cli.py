@@ -43,11 +43,16 @@ def register(subparsers) -> None:
     g.add_argument("--frames", type=int, default=None, help="clip length (16); a run checkpoint's own is used")
     g.add_argument("--size", type=int, default=None, help="square input size (112); a run checkpoint's own is used")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def load_teacher(path: str, *, width: float | None = None, frames: int = 16, size: int = 112, device: str = "cpu"):
+def load_teacher(path: str, *, width: float | None = None, frames: int | None = None, size: int | None = None,
+                 device: str = "cpu"):
     """A ``c3d`` teacher from a c3d-distill run checkpoint / run folder, or from a public C3D state dict.
+
+    ``width``/``frames``/``size`` shape a public state dict (default: conv1's channels / 64, 16, 112); a
+    run checkpoint records its own, and a value given that differs is refused.
 
     Returns ``(teacher, meta)``; ``meta`` = create_model arguments (name, num_classes, width, frames, size,
     dropout). Errors name the file and the cause.
@@ -141,18 +146,37 @@ def checkpoint_dict(student, report, teacher=None) -> dict[str, Any]:
     return out
 
 
+def _output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """``--out`` and the report path, checked before any work: not a folder, not the same file, in a
+    folder that exists or can be made."""
+    out = Path(args.out)
+    report = Path(args.report) if args.report else out.with_suffix(".transfer.json")
+    for opt, p, example in (("--out", out, "student.pt"), ("--report", report, "transfer.json")):
+        if p.is_dir():
+            raise ValueError(f"{opt} {p}: is a folder; give a file name (e.g. {p / example})")
+        parent = next((q for q in (p.parent, *p.parent.parents) if q.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ValueError(f"{opt} {p}: {parent} is a file, not a folder")
+    if out.resolve() == report.resolve():
+        raise ValueError(f"--report {report}: the same file as --out (the report would replace the checkpoint)")
+    return out, report
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models import list_models
     from ..train.checkpoint import save_checkpoint
-    from .core import transfer
+    from ..train.distributed import resolve_device
+    from .core import PROGRESS_STEPS, transfer
 
     if args.student not in list_models() or args.student == "c3d":
         raise ValueError(f"--student: {args.student!r} is not a student model ({STUDENT_HELP})")
     if args.probe_clips < 2:
         raise ValueError(f"--probe-clips: need at least 2 (one to fit, one to check), got {args.probe_clips}")
+    device = str(resolve_device(args.device))
+    out, report_path = _output_paths(args)
     try:
         teacher, meta, clip = _load_teacher(args.teacher, width=args.width, frames=args.frames, size=args.size,
-                                            device=args.device)
+                                            device=device)
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--teacher: {exc}") from exc
     except ValueError as exc:
@@ -165,10 +189,19 @@ def run(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError, RuntimeError) as exc:  # a bad spec, too few or unreadable videos
             msg = str(exc)
             raise ValueError(msg if msg.startswith("--probe-data") else f"--probe-data: {msg}") from exc
-    student, report = transfer(teacher, args.student, probe=probe, probe_size=args.probe_clips,
-                               calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed)
-    out = Path(args.out)
-    report_path = Path(args.report) if args.report else out.with_suffix(".transfer.json")
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(PROGRESS_STEPS), desc=f"transfer → {args.student}", unit="step", leave=False,
+              disable=not args.progress, dynamic_ncols=True) as bar:
+        def advance(step: str) -> None:
+            bar.set_postfix_str(step)
+            bar.update()
+
+        student, report = transfer(teacher, args.student, probe=probe, probe_size=args.probe_clips,
+                                   calibrate=not args.no_calibrate, sp_mode=args.sp_mode, seed=args.seed,
+                                   progress=advance)
+    if args.probe_data:
+        report.probe["source"] = f"--probe-data {args.probe_data}"
     save_checkpoint(checkpoint_dict(student.to("cpu"), report, teacher), out)
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report.to_dict(), indent=2) + "\n")

@@ -30,9 +30,9 @@ The report is measured on the ``check`` half of the probe batch, which none of t
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,8 @@ from .kernels import band_expand, band_pool, cosine, rel_err, sp_compose, sp_mat
 
 STAGES = ("conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
 HEAD = ("fc6", "fc7", "fc8")
+# What transfer(progress=...) is told, in order.
+PROGRESS_STEPS = (*STAGES, "report", "baseline")
 SP_MODES = ("auto", "svd", "pairs")
 
 
@@ -410,6 +412,7 @@ def transfer(
     calibrate: bool = True,
     sp_mode: str = "auto",
     seed: int = 0,
+    progress: Callable[[str], None] | None = None,
     **model_kwargs,
 ) -> tuple[nn.Module, TransferReport]:
     """Build student ``name`` (``mcK``, ``sp``, ``sp_bn``; ``c3d`` gives a copy) with the teacher's width,
@@ -425,6 +428,8 @@ def transfer(
         calibrate: per-channel affine correction of the ``approx`` stages (see the module docstring).
         sp_mode: ``"auto"`` | ``"svd"`` (plain rank-Cout split) | ``"pairs"`` (signed pairs).
         seed: for the default probe and the randomly initialised baseline student.
+        progress: called with the name of each step as it finishes (the 8 conv stages, then ``"report"`` and
+            ``"baseline"``: ``PROGRESS_STEPS``), e.g. to advance a progress bar.
         model_kwargs: override ``create_model`` arguments (``num_classes``, ``width``, ``frames``, ``size``,
             ``dropout``, ``fast``); width, frames and size must still fit the teacher's weights.
     Returns:
@@ -453,6 +458,10 @@ def transfer(
     n_fit = (probe.shape[0] + 1) // 2
     fit_x, check_x = probe[:n_fit], probe[n_fit:]
 
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(name)
+
     was_training = teacher.training
     teacher.eval()
     student.eval()
@@ -474,6 +483,7 @@ def transfer(
                 fits[n] = _fit_stage(kind, t, _conv3d_of(teacher, n), getattr(student, n), x_s, t_in[n],
                                      sp_mode=sp_mode, calibrate=calibrate)
                 _write(student, n, kind, fits[n], _conv3d_of(teacher, n))
+                step(n)
             return hook
 
         _run_with_hooks(student, fit_x, {n: fitter(n) for n in STAGES})
@@ -501,12 +511,14 @@ def transfer(
         f_t, f_s = teacher.features(check_x), student.features(check_x)
         report.rows += _head_rows(teacher, student, f_t, f_s)
         report.feature_rel_err, report.feature_cosine = rel_err(f_s, f_t), cosine(f_s, f_t)
+        step("report")
         with torch.random.fork_rng(devices=[]):  # a seeded baseline without touching the caller's RNG
             torch.manual_seed(seed)
             baseline = create_model(name, **cfg)
         baseline = baseline.to(device=device, dtype=dtype).eval()
         f_r = baseline.features(check_x)
         report.random_feature_rel_err, report.random_feature_cosine = rel_err(f_r, f_t), cosine(f_r, f_t)
+        step("baseline")
     finally:
         teacher.train(was_training)
     return student, report
