@@ -184,6 +184,28 @@ def test_hooks_fall_back_to_the_plain_layers():
     assert len(seen) == 1  # without hooks the fast path runs and never calls the modules
 
 
+@pytest.mark.parametrize("kind", ["full_backward", "full_backward_pre", "global_full_backward"])
+def test_backward_hooks_fall_back_to_the_plain_layers(kind):
+    # A backward hook on a stage module fires only if the module itself is called: the fast path (which
+    # computes the stage with functional ops) must step aside for it, as it does for forward hooks.
+    _, fast = pair("mc4", 3)
+    fast.train()
+    seen = []
+
+    def hook(*args):
+        seen.append(kind)
+
+    if kind == "global_full_backward":
+        handle = torch.nn.modules.module.register_module_full_backward_hook(hook)
+    else:
+        handle = getattr(fast.conv1, f"register_{kind}_hook")(hook)
+    try:
+        fast(torch.randn(1, 3, 16, 32, 32, requires_grad=True)).sum().backward()
+    finally:
+        handle.remove()
+    assert seen, f"the {kind} hook never fired"
+
+
 def test_mc1_folded_input_on_the_fast_path():
     plain, fast = pair("mc1", 3)
     plain.eval(), fast.eval()

@@ -265,18 +265,30 @@ def run_fast(model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] |
     return x.flatten(1)
 
 
+# Module attributes holding hooks that the fast path would bypass (forward and backward, per module and
+# for all modules). A backward hook needs the module's own call too: the fast path computes the stage
+# with the functional ops, so a hook registered on the module would never fire.
+_HOOK_ATTRS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+_GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                 "_global_backward_pre_hooks")
+
+
 def has_stage_hooks(model: VideoNet) -> bool:
-    """True when forward hooks on the stage modules (or global module hooks) expect the plain path."""
+    """True when hooks on the stage modules (forward or backward, or global module hooks) expect the plain
+    path."""
     from torch.nn.modules import module as _m
 
-    if _m._global_forward_hooks or _m._global_forward_pre_hooks:
+    if any(getattr(_m, name, None) for name in _GLOBAL_HOOKS):
         return True
+
+    def hooked(mod) -> bool:
+        return any(getattr(mod, name, None) for name in _HOOK_ATTRS)
+
     for st in model.plan:
-        for mod in getattr(model, st.name).modules():
-            if mod._forward_hooks or mod._forward_pre_hooks:
-                return True
+        if any(hooked(mod) for mod in getattr(model, st.name).modules()):
+            return True
     for name in ("fold", "pool1", "pool2", "pool3", "pool4", "pool5"):
         mod = getattr(model, name, None)
-        if mod is not None and (mod._forward_hooks or mod._forward_pre_hooks):
+        if mod is not None and hooked(mod):
             return True
     return False
