@@ -33,8 +33,9 @@ def test_probe_and_data_commands_do_not_import_torch(mpeg4_avi, tmp_path):
 
 
 def test_help_of_the_torch_commands_and_report_do_not_import_torch(tmp_path):
-    for cmd in ("train", "distill", "eval", "transfer"):
+    for cmd in ("train", "distill", "eval", "transfer", "models"):
         assert run_in_fresh_process([cmd, "--help"]) == "NO-TORCH 0", cmd
+    assert run_in_fresh_process(["--help"]) == "NO-TORCH 0"
     run = tmp_path / "runs" / "t"
     run.mkdir(parents=True)
     (run / "config.json").write_text('{"model": "c3d", "mode": "train", "init": "transfer", "loss": "ce", '
