@@ -104,17 +104,20 @@ def test_truncated_and_garbage_files_give_clear_errors(tmp_path):
     _, state = run_ckpt()
     good = save_checkpoint(state, tmp_path / "good.pt")
     data = good.read_bytes()
-    for name, blob in [
-        ("half.pt", data[: len(data) // 2]),
-        ("head.pt", data[:100]),
-        ("empty.pt", b""),
-        ("text.pt", b"hello, not a checkpoint\n"),
+    for name, blob, why in [
+        ("half.pt", data[: len(data) // 2], "truncated or corrupt"),
+        ("head.pt", data[:100], "truncated or corrupt"),
+        ("empty.pt", b"", "an empty file, not a checkpoint"),
+        ("text.pt", b"hello, not a checkpoint\n", "not a PyTorch checkpoint (it starts with b'hello, n', text"),
+        ("json.pt", b'{"model": 1}', "not a PyTorch checkpoint (it starts with b'{\"model\"', text"),
+        ("bytes.pt", bytes(range(7, 200)), "not a PyTorch checkpoint"),
     ]:
         p = tmp_path / name
         p.write_bytes(blob)
-        with pytest.raises(CheckpointError, match="truncated or corrupt") as info:
+        with pytest.raises(CheckpointError) as info:
             load_checkpoint(p)
-        assert name in str(info.value)
+        assert name in str(info.value) and why in str(info.value), str(info.value)
+        assert "weights_only=False" not in str(info.value)  # torch's advice to run the file's code
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")
     with pytest.raises(FileNotFoundError, match="checkpoint.pt"):

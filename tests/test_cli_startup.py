@@ -52,3 +52,10 @@ def test_help_lists_every_command(capsys):
         assert name in out
     sub = next(a for a in build_parser()._actions if a.dest == "command")
     assert set(sub.choices) == set(COMMANDS)
+
+
+def test_output_cut_short_by_its_reader_is_not_an_error():
+    # `c3d-distill models --json | head -1`: the pipe closes before the table is written.
+    proc = subprocess.run(f"'{sys.executable}' -m c3d_distill models --json | head -1", shell=True,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.stdout == "[\n" and proc.stderr == "", proc.stderr

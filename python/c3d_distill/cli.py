@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of our output left (`c3d-distill models --json | head`): not an error of ours. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again (Python's
+        # documented recipe, "Note on SIGPIPE" in the signal module).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except _user_errors() as exc:
         if debug:
             raise

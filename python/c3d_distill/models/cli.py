@@ -56,7 +56,13 @@ def run(args: argparse.Namespace) -> int:
     print("|---|---:|---:|---:|---:|---|")
     for r in rows:
         print(
-            f"| {r['name']} | {r['backbone_params']:,} | {r['head_params']:,} | {r['gmacs']:.2f} | "
+            f"| {r['name']} | {r['backbone_params']:,} | {r['head_params']:,} | {_gmacs(r['gmacs'])} | "
             f"{r['feature_dim']} | (N, {args.num_classes}) |"
         )
     return 0
+
+
+def _gmacs(g: float) -> str:
+    """Two decimals for full-size models; three significant digits below 1 (the tiny preset's models
+    differ in the third)."""
+    return f"{g:.2f}" if g >= 1 else f"{g:.3g}"

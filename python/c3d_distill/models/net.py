@@ -5,6 +5,7 @@ pure function, :func:`plan_stages`, so the formulas are testable without buildin
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
 
@@ -80,8 +81,8 @@ def _check_args(arch: str, fold_at: int | None, width: float, frames: int, size)
         raise ValueError(f"arch: expected '3d', 'sp' or 'sp_bn', got {arch!r}")
     if fold_at is not None and not (isinstance(fold_at, int) and 1 <= fold_at <= 5):
         raise ValueError(f"fold_at: expected a stage group in 1..5 or None, got {fold_at!r}")
-    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
-        raise ValueError(f"width: expected a positive number, got {width!r}")
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not 0 < width < math.inf:
+        raise ValueError(f"width: expected a positive finite number, got {width!r}")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames <= 0 or frames % 16:
         raise ValueError(
             f"frames: expected a positive multiple of 16 (four temporal pools halve the clip), got {frames!r}"

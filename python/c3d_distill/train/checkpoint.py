@@ -76,6 +76,26 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return p
 
 
+def _check_magic(p: Path) -> None:
+    """A file ``torch.save`` cannot have written (its zip archive, or a legacy pickle: protocol 2+ starts
+    with byte 0x80) is named as such, instead of with the unpickler's message about an invalid load key
+    and its advice to retry with ``weights_only=False``."""
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except IsADirectoryError:
+        return  # resolve_checkpoint gives files; a folder here fails in torch.load with its own message
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    if not head:
+        raise CheckpointError(f"{p}: an empty file, not a checkpoint (truncated?)")
+    text = head.lstrip()[:1] in (b"{", b"[", b"#", b"<") or head.isascii() and head.decode("ascii").isprintable()
+    raise CheckpointError(
+        f"{p}: not a PyTorch checkpoint (it starts with {head!r}{', text' if text else ''}; torch.save writes "
+        "a zip archive)"
+    )
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint or plain state dict with ``weights_only=True``.
 
@@ -84,6 +104,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     such a pickle is refused before any of its code can run.
     """
     p = resolve_checkpoint(path)
+    _check_magic(p)
     try:
         obj = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
