@@ -10,41 +10,134 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .config import MODES
+
+
+class NotARunError(ValueError):
+    """A folder that is not a c3d-distill run: no ``config.json``, or another tool's."""
+
+
+class RunError(ValueError):
+    """A c3d-distill run folder with a file that cannot be read (the message names the file and the cause)."""
+
+
+def _note(msg: str) -> None:
+    print(f"report: {msg}", file=sys.stderr, flush=True)
+
+
+def _read_text(file: Path) -> str:
+    try:
+        return file.read_text()
+    except UnicodeDecodeError as exc:
+        raise RunError(f"{file}: not a text file ({exc.reason} at byte {exc.start})") from exc
+    except OSError as exc:
+        raise RunError(f"{file}: cannot be read ({exc.strerror or exc})") from exc
+
+
+def _read_json(file: Path) -> Any:
+    text = _read_text(file)
+    if not text.strip():
+        raise RunError(f"{file}: empty file, not JSON")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RunError(f"{file}: not valid JSON ({exc})") from exc
+
 
 class Run:
+    """One run folder. Raises :class:`NotARunError` for a folder that is not a c3d-distill run and
+    :class:`RunError` (naming the file and the cause) for a run whose files cannot be read. A torn last
+    line of ``metrics.jsonl`` (the run was stopped while writing it) is left out; it is in ``notes``."""
+
     def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.config = json.loads((path / "config.json").read_text())
-        except FileNotFoundError as exc:
-            raise FileNotFoundError(f"{path}: not a run folder (no config.json)") from exc
-        metrics = path / "metrics.jsonl"
-        self.rows = (
-            [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-            if metrics.exists()
-            else []
-        )
-        ev = path / "eval.json"
-        self.eval: dict[str, Any] | None = json.loads(ev.read_text()) if ev.exists() else None
+        self.path = Path(path)
+        self.notes: list[str] = []
+        cfg_file = self.path / "config.json"
+        if not cfg_file.is_file():
+            raise NotARunError(f"{self.path}: not a run folder (no config.json)")
+        self.config = _read_json(cfg_file)
+        if not isinstance(self.config, dict):
+            raise NotARunError(
+                f"{self.path}: not a c3d-distill run (its {cfg_file.name} is not a JSON object)"
+            )
+        missing = [
+            *([f'no "mode" {" or ".join(MODES)}'] if self.config.get("mode") not in MODES else []),
+            *(['no "model"'] if not isinstance(self.config.get("model"), str) else []),
+        ]
+        if missing:
+            raise NotARunError(
+                f"{self.path}: not a c3d-distill run (its {cfg_file.name} has {' and '.join(missing)})"
+            )
+        self.rows: list[dict[str, Any]] = []
+        metrics = self.path / "metrics.jsonl"
+        if metrics.exists():
+            lines = _read_text(metrics).splitlines()
+            numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+            for k, (no, line) in enumerate(numbered):
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    if k == len(numbered) - 1:
+                        self.notes.append(
+                            f"{metrics} line {no}: incomplete (the run stopped while writing it?), left out"
+                        )
+                        continue
+                    raise RunError(f"{metrics} line {no}: not valid JSON ({exc})") from exc
+                if not isinstance(row, dict):
+                    raise RunError(f"{metrics} line {no}: not a JSON object")
+                self.rows.append(row)
+        ev = self.path / "eval.json"
+        self.eval: dict[str, Any] | None = None
+        if ev.exists():
+            self.eval = _read_json(ev)
+            if not isinstance(self.eval, dict):
+                raise RunError(f"{ev}: not a JSON object")
 
     @property
     def name(self) -> str:
         return self.path.name
 
     @property
+    def key(self) -> Path:
+        """The absolute folder: what tells runs apart (two parents can hold runs of the same name)."""
+        return self.path.resolve()
+
+    @property
+    def folder(self) -> str:
+        """The folder as shown in the table: relative to the working directory where possible."""
+        if not self.path.is_absolute():
+            return str(self.path)
+        try:
+            return str(self.key.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(self.path)
+
+    @property
     def model(self) -> str:
         return self.config["model"]
 
     @property
-    def is_teacher(self) -> bool:
+    def trained(self) -> bool:
+        """Trained from scratch with ``train`` (any model), not distilled."""
         return self.config["mode"] == "train"
 
     @property
+    def is_teacher(self) -> bool:
+        """A C3D trained from scratch: what the students are distilled from."""
+        return self.trained and self.model == "c3d"
+
+    @property
     def init(self) -> str:
-        """transfer, random, or the name of the student file it started from (``--init FILE``)."""
+        """transfer, random, the name of the student file it started from (``--init FILE``), or scratch
+        for a run made with ``train``."""
+        if self.trained:
+            return "scratch"
         init = str(self.config.get("init", ""))
         return init if init in ("transfer", "random") else Path(init).name
 
@@ -52,28 +145,77 @@ class Run:
     def label(self) -> str:
         if self.is_teacher:
             return f"{self.model} (teacher)"
+        if self.trained:
+            return f"{self.model} (trained)"
         return f"{self.model} {self.init}"
 
     def series(self, split: str, key: str) -> tuple[list[int], list[float]]:
-        pts = [(r["epoch"], r[key]) for r in self.rows if r.get("split") == split and r.get(key) is not None]
+        pts = [
+            (r["epoch"], r[key])
+            for r in self.rows
+            if r.get("split") == split and r.get("epoch") is not None and r.get(key) is not None
+        ]
         return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def find_runs(paths: list[str | Path]) -> list[Run]:
-    """Run folders among ``paths`` and their direct sub-folders, in the order given (sub-folders sorted)."""
-    runs: list[Run] = []
+def _sort_key(r: Run) -> tuple:
+    # The teacher first, then by model: distilled from transferred weights, from random init, from a
+    # file, then trained from scratch.
+    return (not r.is_teacher, r.model, r.trained, r.config.get("init") != "transfer", r.name, str(r.key))
+
+
+def find_runs(
+    paths: Iterable[str | Path],
+    *,
+    out: str | Path | None = None,
+    note: Callable[[str], None] = _note,
+) -> list[Run]:
+    """Run folders among ``paths`` and their direct sub-folders, the teacher first, then by model.
+
+    Left out, each with a note: ``out`` (the report's own folder), files, folders that are not runs and
+    hold none, and sub-folders of a folder of runs that are not c3d-distill runs or cannot be read. A run
+    folder named in ``paths`` that cannot be read is an error naming the file. No run at all is an error."""
+    runs: dict[Path, Run] = {}
+    skipped: list[str] = []
+    out_key = Path(out).resolve() if out is not None else None
+
+    def skip(msg: str) -> None:
+        skipped.append(msg)
+
+    def add(run: Run) -> None:
+        for n in run.notes:
+            note(n)
+        runs.setdefault(run.key, run)
+
     for p in map(Path, paths):
         if not p.exists():
             raise FileNotFoundError(f"{p}: no such run folder")
-        if (p / "config.json").exists():
-            runs.append(Run(p))
+        if not p.is_dir():
+            skip(f"{p}: not a folder")
             continue
-        subs = sorted(d for d in p.iterdir() if (d / "config.json").exists())
+        if (p / "config.json").exists():
+            try:
+                add(Run(p))
+            except NotARunError as exc:
+                skip(str(exc))
+            continue
+        if out_key is not None and p.resolve() == out_key:
+            skip(f"{p}: the --out folder of this report")
+            continue
+        subs = sorted(d for d in p.iterdir() if d.is_dir() and (d / "config.json").exists())
         if not subs:
-            raise FileNotFoundError(f"{p}: neither a run folder nor a folder of runs (no config.json inside)")
-        runs.extend(Run(d) for d in subs)
-    # The teacher first, then students grouped by model, transfer before random.
-    return sorted(runs, key=lambda r: (not r.is_teacher, r.model, r.config.get("init") != "transfer", r.name))
+            skip(f"{p}: not a run folder (no config.json) and no run folders inside")
+            continue
+        for d in subs:
+            try:
+                add(Run(d))
+            except ValueError as exc:
+                skip(str(exc))
+    if not runs:
+        raise FileNotFoundError("no c3d-distill run found: " + "; ".join(skipped))
+    for msg in skipped:
+        note(f"left out {msg}")
+    return sorted(runs.values(), key=_sort_key)
 
 
 def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
@@ -83,10 +225,13 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "run": r.name,
+                "folder": r.folder,
                 "model": r.model,
-                "init": "scratch" if r.is_teacher else r.init,
-                "loss": e.get("loss", r.config["loss"] + ("+hints" if r.config.get("hints") else "")),
-                "epochs": r.config["epochs"],
+                "init": r.init,
+                "loss": e.get(
+                    "loss", str(r.config.get("loss", "?")) + ("+hints" if r.config.get("hints") else "")
+                ),
+                "epochs": r.config.get("epochs"),
                 "params": e.get("params"),
                 "gmacs": e.get("gmacs"),
                 "train_clips_per_s": e.get("train_clips_per_s"),
@@ -106,20 +251,28 @@ def table_rows(runs: list[Run]) -> list[dict[str, Any]]:
 def _fmt(v: Any, spec: str) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "–"
-    return format(v, spec)
+    try:
+        return format(v, spec)
+    except (TypeError, ValueError):  # a hand-edited eval.json: show what is there
+        return str(v)
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| model | init | loss | params | GMACs | train clips/s | eval clips/s | clip acc | video acc "
-        "| feature err |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| run | model | init | loss | params | GMACs | train clips/s | eval clips/s | clip acc | video acc "
+        "| feature err |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     lines = []
     for r in rows:
-        params = _fmt(r["params"] / 1e6, ".2f") + " M" if r["params"] is not None else "–"
+        params = (
+            _fmt(r["params"] / 1e6, ".2f") + " M"
+            if isinstance(r["params"], int | float)
+            else _fmt(r["params"], "")
+        )
         mark = "" if r.get("held_out", True) else " †"
+        folder = str(r.get("folder", r["run"])).replace("|", "\\|")
         lines.append(
-            f"| {r['model']} | {r['init']} | {r['loss']} | {params} | {_fmt(r['gmacs'], '.3f')} "
+            f"| {folder} | {r['model']} | {r['init']} | {r['loss']} | {params} | {_fmt(r['gmacs'], '.3f')} "
             f"| {_fmt(r['train_clips_per_s'], '.1f')} | {_fmt(r['eval_clips_per_s'], '.1f')} "
             f"| {_fmt(r['clip_acc'], '.3f')}{mark} | {_fmt(r['video_acc'], '.3f')}{mark} "
             f"| {_fmt(r['feature_err'], '.3f')} |"
@@ -133,12 +286,70 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------------------
 # plots
 
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
-def _style(runs: list[Run]):
+
+@dataclass(frozen=True)
+class Style:
+    color: Any
+    marker: str
+    label: str
+
+
+def run_labels(runs: list[Run]) -> dict[Path, str]:
+    """Each run's legend label, keyed by :attr:`Run.key`: ``model init`` (or ``(teacher)``/``(trained)``),
+    with the shortest end of its path that tells it apart appended where runs share a label (the run's
+    name, or parent/name for runs of the same name in different folders)."""
+    groups: dict[str, list[Run]] = {}
+    for r in runs:
+        groups.setdefault(r.label, []).append(r)
+    labels: dict[Path, str] = {}
+    for base, group in groups.items():
+        keys = list(dict.fromkeys(r.key for r in group))
+        if len(keys) == 1:
+            labels[keys[0]] = base
+            continue
+        parts = [k.parts for k in keys]
+        for n in range(1, max(map(len, parts)) + 1):
+            ends = ["/".join(p[-n:]) for p in parts]
+            if len(set(ends)) == len(ends):
+                break
+        for k, end in zip(keys, ends, strict=True):
+            labels[k] = f"{base} [{end}]"
+    return labels
+
+
+def run_styles(runs: list[Run]) -> dict[Path, Style]:
+    """One colour, marker and label per run, keyed by :attr:`Run.key`, computed once over all the runs of
+    a report so that a run looks the same in every plot. Up to 20 runs have colours of their own (tab10,
+    then tab20's light shades with another marker); more take colours spread over a colour map, with
+    the markers cycling."""
     import matplotlib
 
-    colors = matplotlib.colormaps["tab10"].colors
-    return {r.name: colors[i % len(colors)] for i, r in enumerate(runs)}
+    keys = list(dict.fromkeys(r.key for r in runs))
+    labels = run_labels(runs)
+    n = len(keys)
+    tab10 = list(matplotlib.colormaps["tab10"].colors)
+    if n <= 20:
+        light = list(matplotlib.colormaps["tab20"].colors)[1::2]
+        styles = [(c, "o") for c in tab10] + [(c, "s") for c in light]
+    else:
+        cmap = matplotlib.colormaps["gist_rainbow"]
+        styles = [(cmap(i / (n - 1)), MARKERS[i % len(MARKERS)]) for i in range(n)]
+    return {k: Style(styles[i][0], styles[i][1], labels[k]) for i, k in enumerate(keys)}
+
+
+def _style(runs: list[Run], style: dict[Path, Style] | None) -> dict[Path, Style]:
+    if style is not None and all(r.key in style for r in runs):
+        return style
+    return run_styles(runs)
+
+
+def _epoch_axis(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _save(fig, path: Path) -> Path:
@@ -150,9 +361,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_per_model(runs: list[Run], path: Path) -> Path:
+def plot_per_model(runs: list[Run], path: Path, *, style: dict[Path, Style] | None = None) -> Path:
     import matplotlib.pyplot as plt
 
+    style = _style(runs, style)
     n = len(runs)
     cols = min(3, n)
     rows = math.ceil(n / cols)
@@ -161,8 +373,8 @@ def plot_per_model(runs: list[Run], path: Path) -> Path:
         for split, ls in (("train", "-"), ("test", "--")):
             x, y = r.series(split, "loss")
             ax.plot(x, y, ls, marker="o", ms=3, label=split)
-        ax.set_title(f"{r.label}: {r.config['loss']}", fontsize=10)
-        ax.set_xlabel("epoch")
+        ax.set_title(f"{style[r.key].label}: {r.config.get('loss', '?')}", fontsize=10)
+        _epoch_axis(ax)
         ax.set_ylabel("loss")
         ax.set_yscale("log")
         ax.legend(fontsize=8)
@@ -171,12 +383,20 @@ def plot_per_model(runs: list[Run], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_loss(runs: list[Run], path: Path, *, splits=("train", "test"), title: str) -> Path:
+def plot_loss(
+    runs: list[Run],
+    path: Path,
+    *,
+    splits=("train", "test"),
+    title: str,
+    style: dict[Path, Style] | None = None,
+) -> Path:
     import matplotlib.pyplot as plt
 
-    color = _style(runs)
+    style = _style(runs, style)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in runs:
+        s = style[r.key]
         for split in splits:
             x, y = r.series(split, "ce")
             if x:
@@ -184,27 +404,28 @@ def plot_loss(runs: list[Run], path: Path, *, splits=("train", "test"), title: s
                     x,
                     y,
                     "-" if split == "test" else ":",
-                    color=color[r.name],
-                    marker="o",
+                    color=s.color,
+                    marker=s.marker,
                     ms=3,
-                    label=f"{r.label} {split}" if len(splits) > 1 else r.label,
+                    label=f"{s.label} {split}" if len(splits) > 1 else s.label,
                 )
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("cross-entropy")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7, ncol=2)
     return _save(fig, path)
 
 
-def plot_accuracy(runs: list[Run], path: Path) -> Path:
+def plot_accuracy(runs: list[Run], path: Path, *, style: dict[Path, Style] | None = None) -> Path:
     import matplotlib.pyplot as plt
 
-    color = _style(runs)
+    style = _style(runs, style)
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for r in runs:
+        s = style[r.key]
         x, y = r.series("test", "top1")
         if x:
-            ax.plot(x, y, "-", color=color[r.name], marker="o", ms=3, label=r.label)
+            ax.plot(x, y, "-", color=s.color, marker=s.marker, ms=3, label=s.label)
     chance = None
     for r in runs:
         if r.config.get("num_classes"):
@@ -212,7 +433,7 @@ def plot_accuracy(runs: list[Run], path: Path) -> Path:
             break
     if chance:
         ax.axhline(chance, color="grey", lw=0.8, ls=":", label="chance")
-    ax.set_xlabel("epoch")
+    _epoch_axis(ax)
     ax.set_ylabel("test clip accuracy (top-1)")
     ax.set_ylim(0, 1)
     ax.set_title("accuracy per epoch", fontsize=10)
@@ -220,11 +441,56 @@ def plot_accuracy(runs: list[Run], path: Path) -> Path:
     return _save(fig, path)
 
 
+def pick_teacher(runs: list[Run], teacher: str | Path | None) -> Run | None:
+    """The run drawn as the teacher against the SP students.
+
+    ``None``: the first C3D trained with ``train``. Otherwise a run name or the path of a run folder;
+    a run folder that is not among ``runs`` is read and returned too. Nothing matching is an error that
+    lists the run names."""
+    if teacher is None:
+        return next((r for r in runs if r.is_teacher), None)
+    teacher = str(teacher)
+    by_name = [r for r in runs if r.name == teacher]
+    if len(by_name) == 1:
+        return by_name[0]
+    p = Path(teacher)
+    if p.is_dir():
+        for r in runs:
+            if r.key == p.resolve():
+                return r
+        if not by_name:
+            try:
+                return Run(p)
+            except ValueError as exc:
+                raise ValueError(f"--teacher {teacher}: {exc}") from exc
+    if by_name:
+        raise ValueError(
+            f"--teacher {teacher}: {len(by_name)} runs have that name ("
+            + ", ".join(r.folder for r in by_name)
+            + "); give the path of one"
+        )
+    names = ", ".join(dict.fromkeys(r.name for r in runs))
+    raise ValueError(
+        f"--teacher {teacher}: no run of that name and no run folder at that path (the runs: {names})"
+    )
+
+
 def write_report(paths: list[str | Path], out: str | Path, *, teacher: str | None = None) -> list[Path]:
-    """Write ``table.md``, ``table.json`` and the PNG plots to ``out``; returns the written paths."""
-    runs = find_runs(paths)
+    """Write ``table.md``, ``table.json`` and the PNG plots to ``out``; returns the written paths.
+
+    ``teacher``: a run name or the path of a run folder (default: the first C3D made with ``train``)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file; give a folder for table.md, table.json and the plots")
+    runs = find_runs(paths, out=out)
+    t_run = pick_teacher(runs, teacher)
+    t_runs = [t_run] if t_run is not None else []
+    sp_runs = [r for r in runs if r.model in ("sp", "sp_bn") and r.key not in {t.key for t in t_runs}]
+    style = run_styles(runs + [t for t in t_runs if t.key not in {r.key for r in runs}])
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot make that folder ({exc.strerror or exc})") from exc
     rows = table_rows(runs)
     written = []
     md = out / "table.md"
@@ -235,15 +501,17 @@ def write_report(paths: list[str | Path], out: str | Path, *, teacher: str | Non
     import matplotlib
 
     matplotlib.use("Agg")
-    written.append(plot_per_model(runs, out / "loss_per_model.png"))
+    written.append(plot_per_model(runs, out / "loss_per_model.png", style=style))
     written.append(
-        plot_loss(runs, out / "loss_all.png", title="all models: train (dotted) and test (solid) loss")
+        plot_loss(
+            runs, out / "loss_all.png", title="all models: train (dotted) and test (solid) loss", style=style
+        )
     )
     written.append(
-        plot_loss(runs, out / "test_loss_all.png", splits=("test",), title="all models: test loss")
+        plot_loss(
+            runs, out / "test_loss_all.png", splits=("test",), title="all models: test loss", style=style
+        )
     )
-    t_runs = [r for r in runs if (r.name == teacher if teacher else r.is_teacher and r.model == "c3d")][:1]
-    sp_runs = [r for r in runs if r.model in ("sp", "sp_bn") and not r.is_teacher]
     if t_runs or sp_runs:
         written.append(
             plot_loss(
@@ -251,7 +519,8 @@ def write_report(paths: list[str | Path], out: str | Path, *, teacher: str | Non
                 out / "test_loss_teacher_vs_sp.png",
                 splits=("test",),
                 title="teacher against the SP versions: test loss",
+                style=style,
             )
         )
-    written.append(plot_accuracy(runs, out / "accuracy.png"))
+    written.append(plot_accuracy(runs, out / "accuracy.png", style=style))
     return written
