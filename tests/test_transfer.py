@@ -509,6 +509,12 @@ def test_cli_checks_device_and_output_paths_before_the_work(tmp_path, teacher, c
         assert err.startswith("c3d-distill: error: ") and want in err, err
     assert not called
     monkeypatch.undo()
+    # a public state dict: the shape options are named as such, and a mismatch says where the shape came from
+    assert main([*base[:-4], "--frames", "8", "--student", "mc4", "--out", str(tmp_path / "s.pt")]) == 2
+    assert capsys.readouterr().err.startswith("c3d-distill: error: --frames: expected a positive multiple of 16")
+    assert main([*base[:-4], "--student", "mc4", "--out", str(tmp_path / "s.pt")]) == 2  # trained at 32, not 112
+    err = capsys.readouterr().err
+    assert "shape mismatch" in err and "(guessed from conv1's channels / 64), --frames 16 and --size 112" in err
     # The Python API: a run checkpoint's shape is its own (the defaults no longer ask for 16×112).
     from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
 

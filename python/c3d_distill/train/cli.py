@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="table and plots from finished runs")
     p.add_argument("runs", nargs="+", help="run folders (or folders holding run folders)")
     p.add_argument("--out", required=True, help="folder for table.md, table.json and the PNG plots")
-    p.add_argument("--teacher", help="name of the teacher run (default: the first run that trains c3d)")
+    p.add_argument("--teacher", help="the teacher run: its name or folder (default: the first run that trains c3d)")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(

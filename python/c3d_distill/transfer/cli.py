@@ -91,6 +91,7 @@ def _load_teacher(path: str, *, width: float | None = None, frames: int | None =
     else:
         frames = 16 if frames is None else frames
         size = 112 if size is None else size
+        given_width = width
         state = ckpt.get("state_dict", ckpt.get("model", ckpt))
         fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
         num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
@@ -98,11 +99,18 @@ def _load_teacher(path: str, *, width: float | None = None, frames: int | None =
             conv1 = next((v for k, v in state.items() if k.endswith(("conv1.weight", "features.0.weight"))), None)
             width = conv1.shape[0] / 64 if isinstance(conv1, torch.Tensor) else 1.0
         meta = dict(name="c3d", num_classes=num_classes, width=width, frames=frames, size=size, dropout=0.5)
-        teacher = create_model("c3d", num_classes, width=width, frames=frames, size=size)
+        try:
+            teacher = create_model("c3d", num_classes, width=width, frames=frames, size=size)
+        except ValueError as exc:  # "frames: …", "size: …", "width: …": the option that gave it
+            raise ValueError(f"--{exc}") from exc
         try:
             load_c3d_weights(teacher, state)
         except ValueError as exc:
-            raise ValueError(f"--teacher: {src}: {exc}") from exc
+            guessed = " (guessed from conv1's channels / 64)" if given_width is None else ""
+            raise ValueError(
+                f"--teacher: {src}: {exc} (a public state dict's shape is read from --width {width:g}{guessed}, "
+                f"--frames {frames} and --size {size}: give the ones it was trained with)"
+            ) from exc
     return teacher.to(device).eval(), meta, clip
 
 
@@ -180,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise FileNotFoundError(f"--teacher: {exc}") from exc
     except ValueError as exc:
-        raise ValueError(f"--teacher: {exc}" if not str(exc).startswith("--teacher") else str(exc)) from exc
+        raise ValueError(str(exc) if str(exc).startswith("--") else f"--teacher: {exc}") from exc
     probe = None
     if args.probe_data:
         try:
