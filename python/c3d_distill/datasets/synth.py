@@ -47,7 +47,13 @@ from pathlib import Path
 import numpy as np
 
 # Bump when rendering or encoding changes, so cached sets made by an older generator are redone.
-GENERATOR_VERSION = 3
+# 4: ranges clamped so that no draw can fail (version 3 stopped with "high - low < 0" on some Orbit videos
+# at any size, and on every class at narrow sizes). Only draws that used to fail changed, so a video that
+# version 3 finished is byte-identical in version 4: a version-3 folder is kept (see COMPATIBLE_VERSIONS),
+# as it is when complete, resumed when not (its manifest then says 4). Older versions are refused.
+GENERATOR_VERSION = 4
+# Versions whose finished videos this generator would write byte for byte the same (same parameters).
+COMPATIBLE_VERSIONS = (3, 4)
 MANIFEST = "synth.json"
 LISTS_DIR = "ucfTrainTestlist"
 
@@ -89,6 +95,21 @@ SHAPES = ("square", "bar", "ellipse", "triangle", "cross")
 TEXTURES = ("solid", "stripes", "checker", "halves")
 MPEG4_Q = 4
 EXTENT = 1.45  # a shape of size r stays inside a (2·EXTENT·r)² box at any angle
+ACTOR_SIZE = (0.10, 0.16)  # the actor's base size r, as a fraction of the frame height
+GROW_TOP = 1.5  # Grow, Shrink and Pulse reach at most GROW_TOP·r
+ORBIT_RADIUS = (0.12, 0.3)  # as a fraction of the frame height, before clamping to the frame
+# The narrowest frame (width / height) the motions fit in: the largest Grow/Pulse actor (2·1.45·0.24·h) and
+# the largest actor on an orbit of the smallest radius (2·(1.45·0.16 + 0.12)·h) must fit across it. From
+# this aspect up only the Orbit radius is ever clamped (to no less than its smallest draw); narrower frames
+# are refused by _check_args.
+MIN_WIDTH_PER_HEIGHT = 2 * max(EXTENT * ACTOR_SIZE[1] * GROW_TOP, EXTENT * ACTOR_SIZE[1] + ORBIT_RADIUS[0])
+MAX_SIDE = 4096  # FFmpeg's MPEG-4 part 2 encoder refuses 8192; 4096² is already 48 MiB of RGB per frame
+# The longest video: 10 minutes. UCF101's clips last 1.06 to 71 s, so this is far beyond any use of the set,
+# and it keeps one video (a worker's per-frame arrays, the encoder's run) bounded: 1e9 s asked for 72 GiB.
+MAX_DURATION_S = 600.0
+# MPEG-4 part 2's time base stops at 65535 (70000 fps failed in the encoder); 1000 fps for 600 s is 600 000
+# frames, whose per-frame arrays are a few MB.
+MAX_FPS = 1000
 
 
 @dataclass(frozen=True)
@@ -228,18 +249,27 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- motions
 
+def _room(lo: float, hi: float) -> tuple[float, float]:
+    """[lo, hi] for ``rng.uniform``, or, when hi < lo (an object wider than the frame: only a call of
+    :func:`_motion` with a size that _check_args refuses), the middle twice. rng.uniform(a, a) still takes
+    one draw, so the draws after it do not move, and a valid range is passed on untouched, so its draw is
+    the same as before the clamp existed."""
+    return (lo, hi) if hi >= lo else ((lo + hi) / 2,) * 2
+
+
 def _span(rng: np.random.Generator, lo: float, hi: float, frac: tuple[float, float]) -> tuple[float, float]:
     """A start and an end inside [lo, hi], |end - start| = frac of the room, direction +; the start is
     uniform over the positions that keep the whole path inside, so a frame's position has the same
     distribution whichever way the path runs."""
+    lo, hi = _room(lo, hi)
     length = rng.uniform(*frac) * (hi - lo)
-    start = rng.uniform(lo, hi - length)
+    start = rng.uniform(*_room(lo, hi - length))  # (binds only if hi - length rounds below lo)
     return start, start + length
 
 
 def _static(rng, n, w, h, r):
     m = EXTENT * r
-    return np.full(n, rng.uniform(m, w - m)), np.full(n, rng.uniform(m, h - m))
+    return np.full(n, rng.uniform(*_room(m, w - m))), np.full(n, rng.uniform(*_room(m, h - m)))
 
 
 def _motion(name: str, rng: np.random.Generator, n: int, w: int, h: int, r: float, fps: float):
@@ -257,21 +287,21 @@ def _motion(name: str, rng: np.random.Generator, n: int, w: int, h: int, r: floa
         if name == "MoveLeft":
             a, b = b, a
         x = a + (b - a) * ramp
-        y = np.full(n, rng.uniform(m, h - m))
+        y = np.full(n, rng.uniform(*_room(m, h - m)))
     elif name in ("MoveUp", "MoveDown"):
         a, b = _span(rng, m, h - m, (0.4, 0.85))
         if name == "MoveUp":
             a, b = b, a
         y = a + (b - a) * ramp
-        x = np.full(n, rng.uniform(m, w - m))
+        x = np.full(n, rng.uniform(*_room(m, w - m)))
     elif name in ("RotateClockwise", "RotateAnticlockwise"):
         x, y = _static(rng, n, w, h, r)
         omega = math.radians(rng.uniform(90, 270)) / fps  # per frame
         angle = angle + (1 if name == "RotateClockwise" else -1) * omega * t
     elif name in ("Grow", "Shrink", "Pulse"):
-        lo, hi = r * rng.uniform(0.55, 0.75), r * rng.uniform(1.3, 1.5)
+        lo, hi = r * rng.uniform(0.55, 0.75), r * rng.uniform(1.3, GROW_TOP)
         m = EXTENT * hi
-        x, y = np.full(n, rng.uniform(m, w - m)), np.full(n, rng.uniform(m, h - m))
+        x, y = np.full(n, rng.uniform(*_room(m, w - m))), np.full(n, rng.uniform(*_room(m, h - m)))
         if name == "Pulse":
             period = rng.uniform(10, 24)
             phase = rng.uniform(0, 2 * math.pi)
@@ -295,18 +325,23 @@ def _motion(name: str, rng: np.random.Generator, n: int, w: int, h: int, r: floa
             a, b = b, a
         x = a + (b - a) * ramp
     elif name in ("OrbitClockwise", "OrbitAnticlockwise"):
-        radius = rng.uniform(0.12, 0.3) * h
-        cx = rng.uniform(m + radius, w - m - radius)
-        cy = rng.uniform(m + radius, h - m - radius)
+        # The radius is drawn as a fraction of the height, and a large one with a large actor (up to
+        # 0.3·h + 0.232·h) does not fit in half the height: clamped so that the orbit just fits. Only the
+        # draws that did not fit change; at MIN_WIDTH_PER_HEIGHT the clamped radius is still ≥ 0.12·h.
+        radius = rng.uniform(*ORBIT_RADIUS) * h
+        radius = max(min(radius, w / 2 - m, h / 2 - m), 0.0)
+        cx = rng.uniform(*_room(m + radius, w - m - radius))
+        cy = rng.uniform(*_room(m + radius, h - m - radius))
         omega = math.radians(rng.uniform(120, 300)) / fps
         phi = rng.uniform(0, 2 * math.pi) + (1 if name == "OrbitClockwise" else -1) * omega * t
         x, y = cx + radius * np.cos(phi), cy + radius * np.sin(phi)  # y down: growing phi is clockwise
     elif name == "Shake":
         amp = rng.uniform(0.05, 0.12) * w
-        cx = rng.uniform(m + amp, w - m - amp)
+        amp = max(min(amp, w / 2 - m), 0.0)  # never binds from MIN_WIDTH_PER_HEIGHT up
+        cx = rng.uniform(*_room(m + amp, w - m - amp))
         period = rng.uniform(5, 12)
         x = cx + amp * np.sin(2 * math.pi * t / period + rng.uniform(0, 2 * math.pi))
-        y = np.full(n, rng.uniform(m, h - m))
+        y = np.full(n, rng.uniform(*_room(m, h - m)))
     else:
         raise ValueError(f"unknown class {name!r}; known: {', '.join(CLASSES)}")
     return x, y, size, angle, swap
@@ -380,7 +415,7 @@ def _scene(job: VideoJob):
     background, background_yuv = _group_scene(job.seed, job.group, h, w)
 
     n = int(round(rng.uniform(*job.duration) * job.fps))
-    r = rng.uniform(0.10, 0.16) * h
+    r = rng.uniform(*ACTOR_SIZE) * h
     sprite = _random_sprite(rng)
     x, y, size, angle, swap = _motion(job.class_name, rng, n, w, h, r, job.fps)
 
@@ -389,7 +424,7 @@ def _scene(job: VideoJob):
     for _ in range(int(rng.integers(0, 4))):
         rd = r * rng.uniform(0.25, 0.45)
         md = EXTENT * rd
-        p0 = np.array([rng.uniform(md, w - md), rng.uniform(md, h - md)])
+        p0 = np.array([rng.uniform(*_room(md, w - md)), rng.uniform(*_room(md, h - md))])
         heading = rng.uniform(0, 2 * math.pi)
         vel = rng.uniform(0, 0.12) * h / job.fps * np.array([math.cos(heading), math.sin(heading)])
         distractors.append((_random_sprite(rng), p0, vel, rd, rng.uniform(0, 2 * math.pi)))
@@ -448,15 +483,29 @@ def render(job: VideoJob) -> Iterator[np.ndarray]:
         yield out
 
 
+class VideoWriteError(OSError):
+    """A video of the set could not be made; the message names the file and the cause (the original
+    exception is chained). An OSError so that the command line reports it in one line (exit 2)."""
+
+
 def encode_video(job: VideoJob) -> tuple[str, int]:
     """Render and encode one video to ``job.path`` (via a temporary name, renamed when complete, so a file
-    at the final name is always whole). Returns (path, number of frames)."""
+    at the final name is always whole). Returns (path, number of frames). Any failure is raised as
+    :class:`VideoWriteError` naming the video, and leaves no temporary file behind."""
+    path = Path(job.path)
+    tmp = path.with_name(path.stem + ".part" + path.suffix)
+    try:
+        return _encode(job, path, tmp)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise VideoWriteError(f"{path}: could not be made ({type(exc).__name__}: {exc})") from exc
+
+
+def _encode(job: VideoJob, path: Path, tmp: Path) -> tuple[str, int]:
     import av
 
     encoder, fmt, _ = CODECS[job.codec]
-    path = Path(job.path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".part" + path.suffix)
     n = 0
     with av.open(str(tmp), "w", format=fmt, container_options={"fflags": "+bitexact"}) as container:
         if job.codec == "mpeg4":
@@ -520,14 +569,24 @@ def _check_args(classes, videos_per_class, clips_per_group, width, height, fps, 
         problems.append(f"videos_per_class={videos_per_class}: needs at least 2 groups of clips_per_group="
                         f"{clips_per_group} so that train and test hold different groups")
     if width < 32 or height < 32 or width % 2 or height % 4:
-        problems.append(f"size {width}x{height}: need width even, height a multiple of 4 (YUV 4:2:0 planes), "
-                        "both at least 32")
-    if fps <= 0:
-        problems.append(f"fps={fps}: must be positive")
+        problems.append(f"size {width}x{height} (--size): need width even, height a multiple of 4 (YUV 4:2:0 "
+                        "planes), both at least 32")
+    elif width > MAX_SIDE or height > MAX_SIDE:
+        problems.append(f"size {width}x{height} (--size): width and height must be at most {MAX_SIDE}")
+    elif width < MIN_WIDTH_PER_HEIGHT * height:
+        need = 2 * math.ceil(MIN_WIDTH_PER_HEIGHT * height / 2)
+        problems.append(f"size {width}x{height} (--size): too narrow for the motions (Grow, Orbit …): the width "
+                        f"must be at least {MIN_WIDTH_PER_HEIGHT:.3f} × the height, i.e. {need} for a height of "
+                        f"{height}")
+    if not 0 < fps <= MAX_FPS:
+        problems.append(f"fps={fps} (--fps): must be positive and at most {MAX_FPS}")
     lo, hi = duration
     if not 0 < lo <= hi:
-        problems.append(f"duration={duration}: need 0 < min ≤ max seconds")
-    elif lo * fps < 2:
+        problems.append(f"duration={duration} (--duration): need 0 < min ≤ max seconds")
+    elif not hi <= MAX_DURATION_S:  # also inf
+        problems.append(f"duration={duration} (--duration): must be finite and at most {MAX_DURATION_S:g} s "
+                        "per video")
+    elif 0 < fps and lo * fps < 2:
         problems.append(f"duration={duration} at fps={fps}: videos need at least 2 frames")
     if codec not in CODECS:
         problems.append(f"codec={codec!r}: must be one of {', '.join(CODECS)}")
@@ -562,6 +621,11 @@ def make_synthetic(
     a set made with other parameters is replaced only with ``force=True``; a non-empty folder that is not a
     synthetic set is never touched. ``workers``: processes (default: the CPUs this process may use; 1 runs
     in this process).
+
+    Refused before anything is written (ValueError naming each problem): frames narrower than
+    :data:`MIN_WIDTH_PER_HEIGHT` × the height or with a side over :data:`MAX_SIDE`, more than :data:`MAX_FPS`
+    fps, a duration that is not finite or over :data:`MAX_DURATION_S`. A failure while making a video is
+    raised as :class:`VideoWriteError` naming it; the set then stays unfinished (a rerun resumes).
     """
     _check_args(classes, videos_per_class, clips_per_group, width, height, fps, duration, codec, seed)
     out = Path(out)
@@ -587,7 +651,7 @@ def make_synthetic(
                 "replace the set, or choose another folder")
         _remove_set(out)
     elif old is not None:
-        if old.get("params") == params:
+        if _same_params(old.get("params"), params):
             if old.get("complete") and _files_intact(out, old.get("files", {})):
                 return out
             _remove_damaged(out, old.get("files", {}))
@@ -595,7 +659,7 @@ def make_synthetic(
             _remove_set(out)
         else:
             diff = sorted(k for k in set(params) | set(old.get("params", {}))
-                          if params.get(k) != old.get("params", {}).get(k))
+                          if not _same_params({k: old.get("params", {}).get(k)}, {k: params.get(k)}))
             raise FileExistsError(
                 f"{out}: holds a synthetic set made with other parameters ({', '.join(diff)} differ); "
                 "pass force=True (--force) to replace it, or choose another folder")
@@ -617,6 +681,17 @@ def make_synthetic(
     return out
 
 
+def _same_params(old: object, new: dict) -> bool:
+    """Whether a manifest's parameters describe the set ``new`` asks for: equal, except that any of
+    :data:`COMPATIBLE_VERSIONS` stands for the current generator version."""
+    if not isinstance(old, dict):
+        return False
+    key = "generator_version"
+    if old.get(key) in COMPATIBLE_VERSIONS and new.get(key) in COMPATIBLE_VERSIONS:
+        old = {**old, key: new[key]}
+    return old == new
+
+
 def _run_jobs(jobs: list[VideoJob], workers: int | None, progress: bool) -> None:
     from tqdm import tqdm
 
@@ -631,8 +706,14 @@ def _run_jobs(jobs: list[VideoJob], workers: int | None, progress: bool) -> None
                 bar.update()
             return
         with ProcessPoolExecutor(workers, mp_context=_mp_context()) as pool:
-            for _ in pool.map(encode_video, jobs, chunksize=4):
-                bar.update()
+            try:
+                for _ in pool.map(encode_video, jobs, chunksize=4):
+                    bar.update()
+            except BaseException:
+                # Stop at the first failure: without this the pool would still make every queued video
+                # (minutes) before the error is raised.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         bar.close()
 
