@@ -528,6 +528,15 @@ def test_cli_checks_device_and_output_paths_before_the_work(tmp_path, teacher, c
     assert tuple(steps) == PROGRESS_STEPS
 
 
+def test_public_state_dict_with_fc6_fc7_but_no_fc8_is_headless_and_says_so(tmp_path, teacher, capsys):
+    from c3d_distill.transfer.cli import load_teacher
+
+    state = {k: v for k, v in teacher.state_dict().items() if not k.startswith("fc8")}
+    torch.save(state, tmp_path / "nofc8.pt")
+    t, meta = load_teacher(str(tmp_path / "nofc8.pt"), size=32)
+    assert meta["num_classes"] is None and "fc6/fc7 without fc8" in capsys.readouterr().err
+
+
 def test_nn_module_teacher_with_other_layers_is_refused():
     class NotC3D(nn.Module):
         def __init__(self):

@@ -95,6 +95,9 @@ def _load_teacher(path: str, *, width: float | None = None, frames: int | None =
         state = ckpt.get("state_dict", ckpt.get("model", ckpt))
         fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
         num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
+        if num_classes is None and any(k.endswith(("fc6.weight", "classifier.0.weight")) for k in state):
+            print(f"WARNING: --teacher {src}: fc6/fc7 without fc8 (no class layer): loaded without its head, "
+                  "as a pool5 feature extractor (fc6 and fc7 are not used)", file=sys.stderr, flush=True)
         if width is None:
             conv1 = next((v for k, v in state.items() if k.endswith(("conv1.weight", "features.0.weight"))), None)
             width = conv1.shape[0] / 64 if isinstance(conv1, torch.Tensor) else 1.0
