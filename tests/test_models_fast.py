@@ -148,20 +148,22 @@ def test_training_step_matches_plain(name, dtype):
 def test_sp_bn_train_stage_matches_plain():
     from c3d_distill.models.fast import sp_stage
 
+    # In float64: the comparison is of formulas, not of float32 rounding (with one thread PyTorch picks
+    # other conv kernels, and the float32 gradients then differed by 1.2e-3 while agreeing to 1e-15 here).
     plain, fast = pair("sp_bn", 4)
-    plain.train(), fast.train()
-    x = torch.rand(2, 3, 16, 32, 32)
+    plain.double().train(), fast.double().train()
+    x = torch.rand(2, 3, 16, 32, 32, dtype=torch.float64)
     for name in STAGE_NAMES:
         p_mod, f_mod = getattr(plain, name), getattr(fast, name)
         x = x.detach().requires_grad_(True)
         xf = x.detach().clone().contiguous(memory_format=torch.channels_last_3d).requires_grad_(True)
         yp, yf = p_mod(x), sp_stage(xf, f_mod)[0]
-        assert rel_err(yf, yp) < 1e-5, name
+        assert rel_err(yf, yp) < 1e-10, name
         g = torch.randn_like(yp)
         yp.backward(g), yf.backward(g)
-        assert rel_err(xf.grad, x.grad) < 1e-5, name
-        assert rel_err(f_mod.spatial.weight.grad, p_mod.spatial.weight.grad) < 1e-5, name
-        assert rel_err(f_mod.temporal_bn.running_var, p_mod.temporal_bn.running_var) < 1e-5, name
+        assert rel_err(xf.grad, x.grad) < 1e-10, name
+        assert rel_err(f_mod.spatial.weight.grad, p_mod.spatial.weight.grad) < 1e-10, name
+        assert rel_err(f_mod.temporal_bn.running_var, p_mod.temporal_bn.running_var) < 1e-10, name
         if name.endswith(("1", "2", "b")):
             x = torch.nn.functional.max_pool3d(yp.detach(), (1, 2, 2) if name == "conv1" else 2)
         else:

@@ -131,5 +131,15 @@ def wrap_ddp(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
 
 
 def cleanup() -> None:
+    """Leave the process group. Every rank first waits for the others (a barrier), so that no rank's gloo
+    thread is still releasing an object collective's buffers (``all_gather_object``, which hold Python
+    objects) while the interpreter shuts down: that thread then needs the GIL at finalisation, gets
+    ``pthread_exit`` from Python 3.11, and the process aborts ("terminate called without an active
+    exception"), seen 1–3 times in 50 two-rank runs on a loaded 2-core machine."""
     if dist.is_available() and dist.is_initialized():
+        if dist.get_world_size() > 1:
+            try:
+                dist.barrier()
+            except Exception:  # noqa: BLE001 - a peer already gone: leave anyway
+                pass
         dist.destroy_process_group()
