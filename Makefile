@@ -15,8 +15,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-EXT := python/c3d_distill/_clips.abi3.so
-RUST_SRC := Cargo.toml $(wildcard Cargo.lock) $(wildcard rust/*.rs rust/*/*.rs)
+EXT := python/c3d_distill/_native.abi3.so
+RUST_SRC := Cargo.toml $(wildcard Cargo.lock) $(wildcard rust/*.rs rust/*/*.rs rust/*/*/*.rs)
 
 # What the build and the tests need from Debian: FFmpeg's libraries and headers (the Rust binding
 # links them), the ffmpeg/ffprobe commands (test oracles, encoders of the synthetic set), pkg-config

@@ -10,8 +10,8 @@ The job: random 16-frame clips → resize 128×171 → centre crop 112 → float
 (NCTHW), batches of 16 clips. "clips/visit" K: each video visit takes K random clips of one video.
 
 Methods, all run side by side in every repetition (order rotated), on the same clip list:
-  read_clips   c3d_distill.data.read_clips(batch, threads=2) in this process
-  ClipLoader   c3d_distill.data.ClipLoader(threads=2, prefetch=2): same sampling distribution, its own draws
+  read_clips   c3d_distill.clips.read_clips(batch, threads=2) in this process
+  ClipLoader   c3d_distill.clips.ClipLoader(threads=2, prefetch=2): same sampling distribution, its own draws
   decord / pyav / torchcodec   a torch DataLoader with 2 worker processes, 1 decoder thread each
                  (benches/_baselines.py: each library's fastest exact route)
   FFmpeg limit  Σ over visits of the decode time of the packets the visit forces (keyframe at or before its
@@ -46,7 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _baselines as B  # noqa: E402
-from c3d_distill.data import ClipLoader, VideoReader, random_clip, read_clips  # noqa: E402
+from c3d_distill.clips import ClipLoader, VideoReader, random_clip, read_clips  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results" / "loader.json"

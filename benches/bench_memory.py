@@ -67,7 +67,7 @@ def make_videos(folder: Path, size: tuple[int, int], n: int, frames: int) -> lis
 
 def leak_check(videos: list[Path], clips: int, warmup: int, every: int, threads: int) -> dict:
     """Read ``clips`` clips through ClipLoader; RSS every ``every`` clips."""
-    from c3d_distill.data import ClipLoader
+    from c3d_distill.clips import ClipLoader
 
     items = [(str(p), i % 5) for i, p in enumerate(videos)] * 10  # 120 videos an epoch
     loader = ClipLoader(items, clip_len=8, stride=2, batch_size=40, clips_per_video=1, size=(64, 86), crop=56,
@@ -115,7 +115,7 @@ def leak_check(videos: list[Path], clips: int, warmup: int, every: int, threads:
 def loader_memory(videos: list[Path], threads: int, batches: int) -> dict:
     """RSS of a process reading C3D batches with a ClipLoader of ``threads`` threads (run in a fresh process)."""
     import torch  # noqa: F401  (imported before the baseline: it is there in any training process)
-    from c3d_distill.data import ClipLoader
+    from c3d_distill.clips import ClipLoader
 
     before = proc_status()
     items = [(str(p), i % 5) for i, p in enumerate(videos)] * 20

@@ -50,7 +50,7 @@ def dataset(path: Path):
 
 
 def make_loader(items, p, device, *, center=False, seed=0, threads=None, clips_per_video=1):
-    from c3d_distill.data import ClipLoader
+    from c3d_distill.clips import ClipLoader
 
     size = (round(p["size"] * 128 / 112), round(p["size"] * 171 / 112))
     kw = (
@@ -80,7 +80,8 @@ def make_loader(items, p, device, *, center=False, seed=0, threads=None, clips_p
 def build(mode: str, student: str, p, device, teacher, cache=None):
     """(net, objective, optimizer) for ``mode`` in teacher | feature | kd."""
     from c3d_distill.models import create_model
-    from c3d_distill.train.engine import Objective, StudentNet, build_optimizer
+    from c3d_distill.train.engine import build_optimizer
+    from c3d_distill.train.objective import Objective, StudentNet
 
     torch.manual_seed(0)
     if mode == "teacher":
@@ -94,7 +95,7 @@ def build(mode: str, student: str, p, device, teacher, cache=None):
                     q.requires_grad_(False)
         obj = Objective(mode, teacher=teacher, cache=cache, amp=device.type == "cuda")
     if device.type == "cuda":
-        from c3d_distill.train.engine import to_channels_last
+        from c3d_distill.train.objective import to_channels_last
 
         to_channels_last(model)
     net = StudentNet(model, logits_grad=mode != "feature")
@@ -157,7 +158,8 @@ def main(argv=None) -> int:
         return 0
 
     from c3d_distill.models import create_model
-    from c3d_distill.train.engine import TeacherCache, prepare_batch, train_step
+    from c3d_distill.train.engine import prepare_batch, train_step
+    from c3d_distill.train.objective import TeacherCache
 
     device = torch.device(args.device)
     p = PRESETS[args.preset]

@@ -467,9 +467,9 @@ def _clip_indices(n: int) -> list[int]:
 def _call(api: str, path: str, good: str) -> str:
     """Run one API on ``path``; return a short description of the result, raise what it raises.
     An ``AssertionError`` marks a result that is wrong (not an allowed error)."""
-    from c3d_distill.data import VideoReader, probe, read_clips
+    from c3d_distill.clips import VideoReader, probe, read_clips
 
-    if api.startswith("selftest:"):  # misbehaviours the harness must catch (tests/test_fuzz.py)
+    if api.startswith("selftest:"):  # misbehaviours the harness must catch (tests/robustness/test_fuzz.py)
         what = api.split(":", 1)[1]
         if what == "abort":
             os.abort()
@@ -526,7 +526,7 @@ def worker_main(spike_mb: int, limit_mb: int) -> None:
 
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
-    import c3d_distill.data  # noqa: F401  (import before the limit: torch maps a lot of address space)
+    import c3d_distill.clips  # noqa: F401  (import before the limit: torch maps a lot of address space)
 
     vm = _proc_status()["VmSize"]
     soft = vm + limit_mb * 2**20

@@ -77,7 +77,7 @@ def autocast(device: torch.device):
 def to_format(model: torch.nn.Module, x: torch.Tensor, channels_last: bool):
     """channels-last weights (3-D and 2-D: MC models hold both) and input, as the training engine does."""
     if channels_last:
-        from c3d_distill.train.engine import to_channels_last
+        from c3d_distill.train.objective import to_channels_last
 
         model = to_channels_last(model)
         x = x.contiguous(memory_format=torch.channels_last_3d)
@@ -142,7 +142,8 @@ def bench_train_steps(args, device, clock, rows, errors):
     """The real optimiser step of the training engine (``train.engine.train_step``): teacher under
     no_grad for distillation, student forward, loss, backward, SGD step; bf16 autocast and channels-last
     on CUDA, as ``c3d-distill train/distill --amp`` run them."""
-    from c3d_distill.train.engine import Objective, StudentNet, to_channels_last, train_step
+    from c3d_distill.train.engine import train_step
+    from c3d_distill.train.objective import Objective, StudentNet, to_channels_last
 
     shape = (args.train_batch, 3, args.frames, args.size, args.size)
     amp = device.type == "cuda"
@@ -190,7 +191,7 @@ def bench_train_steps(args, device, clock, rows, errors):
 
 
 def bench_read_clips(args, clock, rows, errors):
-    from c3d_distill.data import probe, random_clip, read_clips
+    from c3d_distill.clips import probe, random_clip, read_clips
 
     # The "ucf" videos plus the synthetic set's (also 320x240 25 fps MPEG-4 AVI, keyframe every 12):
     # clips of one video decode on one thread, so 16 threads need at least 16 different videos.
@@ -246,7 +247,7 @@ def run_distill(args, device, clock, rows, errors, out_dir: Path):
     try:
         from c3d_distill.cli import main as cli_main
         from c3d_distill.datasets import load
-        from c3d_distill.train.checkpoint import FORMAT, save_checkpoint
+        from c3d_distill.runs.checkpoint import FORMAT, save_checkpoint
 
         classes = len(load(f"synth:{args.synth_dir}", "train").classes)
 

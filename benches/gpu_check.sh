@@ -21,7 +21,7 @@ prepare() {
   CARGO_TARGET_DIR=target/gpu-wheel "$venv/maturin" build --release --auditwheel skip -q -o "$BUNDLE"
   local so
   so=$(ls target/gpu-wheel/maturin/*.so 2>/dev/null | head -n 1 || true)
-  [ -n "$so" ] || so=python/c3d_distill/_clips.abi3.so
+  [ -n "$so" ] || so=python/c3d_distill/_native.abi3.so
   # Every shared library the extension needs, except the C runtime the other machine has anyway.
   mkdir -p "$BUNDLE/libs"
   ldd "$so" | awk '{print $3}' | grep -v -E '^$|/(libc|libm|libdl|libpthread|librt|ld-linux[^/]*|libgcc_s)\.so' \

@@ -32,7 +32,7 @@ common=(--data "$data" --device "$DEVICE" "${AMP[@]}" --threads "$THREADS" --bat
         "${SHAPE[@]}")
 
 echo "== pytest (CUDA-only tests)"
-"$PY" -m pytest -q -p no:cacheprovider tests/test_models_fast.py -k cuda 2>&1 | tail -5 | tee "$OUT_DIR/pytest.txt"
+"$PY" -m pytest -q -p no:cacheprovider tests/models/test_models_fast.py -m gpu 2>&1 | tail -5 | tee "$OUT_DIR/pytest.txt"
 
 echo "== train c3d: 4 epochs, stop, resume to 10"
 # SGD with warm-up and clipping: AdamW at 1e-3 without warm-up (the tiny preset's recipe) diverged at

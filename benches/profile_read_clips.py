@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _baselines as B  # noqa: E402
-from c3d_distill.data import VideoReader, random_clip, read_clips  # noqa: E402
+from c3d_distill.clips import VideoReader, random_clip, read_clips  # noqa: E402
 
 VIDEOS = Path(__file__).resolve().parent / "results" / "tmp" / "loader_videos" / "ucf"
 

@@ -208,7 +208,7 @@ pub fn bytes() -> usize {
     cache().lock().unwrap_or_else(|e| e.into_inner()).bytes
 }
 
-/// The cache's lock, held (for the fork tests: `_clips._hold_locks_for_test`).
+/// The cache's lock, held (for the fork tests: `_native._hold_locks_for_test`).
 #[cfg(feature = "python")]
 pub(crate) fn hold_lock() -> Box<dyn std::any::Any> {
     Box::new(cache().lock().unwrap_or_else(|e| e.into_inner()))

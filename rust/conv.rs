@@ -18,8 +18,8 @@
 //! (N, T/pt, H/2, W/2, Cout) (floors, as max-pool without padding gives).
 use rayon::prelude::*;
 
-use crate::clips;
 use crate::error::{ClipError, Result};
+use crate::threads::ThreadPools;
 
 /// Output channels per register tile (two 16-lane registers).
 const NR: usize = 32;
@@ -85,7 +85,8 @@ fn product(dims: &[usize]) -> Option<usize> {
 }
 
 fn invalid(why: String) -> ClipError {
-    ClipError::invalid("temporal_conv_pool", why)
+    // Named as Python calls it (`_native.kernel_temporal_conv_pool`), where these errors surface.
+    ClipError::invalid("kernel_temporal_conv_pool", why)
 }
 
 fn check(s: &Shape, input: usize, weight: usize, bias: usize, out: usize) -> Result<()> {
@@ -154,19 +155,20 @@ struct OutPtr(*mut f32);
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
-/// The kernel's own rayon pools (as many workers as `threads`, within `read_clips`'s bounds), not
-/// `read_clips`'s: a `ClipLoader` prefetch thread in the same process keeps the decoding pools busy
-/// with whole videos, and a model's forward pass on a shared pool would queue its conv behind them.
-fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
-    CONV_POOLS.get(threads)
+/// The kernel's own rayon thread pools (as many workers as `threads`, within `read_clips`'s bounds),
+/// not `read_clips`'s: a `ClipLoader` prefetch thread in the same process keeps the decoding thread
+/// pools busy with whole videos, and a model's forward pass on a shared one would queue its conv
+/// behind them.
+fn thread_pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    CONV_THREAD_POOLS.get(threads)
 }
 
-/// The kernel's pools (see `pool`).
-pub(crate) static CONV_POOLS: clips::Pools = clips::Pools::new("c3d-conv");
+/// The kernel's thread pools (see `thread_pool`).
+pub(crate) static CONV_THREAD_POOLS: ThreadPools = ThreadPools::new("c3d-conv");
 
 /// max-pool(pt, 2, 2)(ReLU(conv(3,1,1)(x) + bias)): `input` (N, T, H, W, C), `weight` (Cout, C, 3)
 /// in PyTorch's memory order, `out` (N, T/pt, H/2, W/2, Cout). Frames or rows the pool's floor drops
-/// are not computed. `threads`: workers of the kernel's own pool (see `pool`).
+/// are not computed. `threads`: workers of the kernel's own thread pool (see `thread_pool`).
 pub fn temporal_conv_pool(
     input: &[f32],
     shape: Shape,
@@ -179,8 +181,8 @@ pub fn temporal_conv_pool(
     let packed = pack(weight, shape.cout, shape.c);
     let (_, ho, _) = shape.out_dims();
     let outp = OutPtr(out.as_mut_ptr());
-    let pool = pool(threads)?;
-    pool.install(|| {
+    let workers = thread_pool(threads)?;
+    workers.install(|| {
         (0..shape.n * ho).into_par_iter().for_each(|job| {
             let o = outp;
             // SAFETY: sizes checked by `check`; AVX-512F checked there too; this job's writes are
@@ -435,12 +437,12 @@ mod tests {
     fn runs_while_the_decoding_pool_is_busy() {
         use std::sync::mpsc;
         use std::time::Duration;
-        // Hold the one-worker decoding pool, as a ClipLoader prefetch thread decoding would.
-        let busy_pool = clips::pool(1).unwrap();
+        // Hold the one-worker decoding thread pool, as a ClipLoader prefetch thread decoding would.
+        let decoding = crate::threads::decode_thread_pool(1).unwrap();
         let (started_tx, started_rx) = mpsc::channel();
         let (release_tx, release_rx) = mpsc::channel::<()>();
         let busy = std::thread::spawn(move || {
-            busy_pool.install(move || {
+            decoding.install(move || {
                 started_tx.send(()).unwrap();
                 let _ = release_rx.recv_timeout(Duration::from_secs(60));
             })
@@ -462,7 +464,7 @@ mod tests {
                 let (x, w, b) = (vec![1.0; 2 * 4 * 32], vec![0.5; 32 * 32 * 3], vec![0.0; 32]);
                 temporal_conv_pool(&x, s, &w, &b, &mut y, 1).map(|_| y[0])
             } else {
-                pool(1).map(|p| p.install(|| 32.0))
+                thread_pool(1).map(|p| p.install(|| 32.0))
             };
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         });
@@ -470,7 +472,11 @@ mod tests {
         release_tx.send(()).unwrap();
         busy.join().unwrap();
         // Two frames of ones, weights 0.5 over 32 channels: 2 x 32 x 0.5 = 32 at every output.
-        assert_eq!(r, Ok(Ok(32.0)), "the conv waited for the decoding pool");
+        assert_eq!(
+            r,
+            Ok(Ok(32.0)),
+            "the conv waited for the decoding thread pool"
+        );
     }
 
     #[test]

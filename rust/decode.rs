@@ -21,7 +21,7 @@ use ffmpeg_next as ffmpeg;
 use crate::error::{ClipError, Result};
 use crate::video::{self, VideoIndex};
 
-/// Process-wide counters, for tests and profiling (`_clips.stats()`): frames that came out of
+/// Process-wide counters, for tests and profiling (`_native.stats()`): frames that came out of
 /// decoders, seeks, and passes that disagreed with the index and were retried.
 pub static FRAMES_DECODED: AtomicU64 = AtomicU64::new(0);
 pub static SEEKS: AtomicU64 = AtomicU64::new(0);
@@ -333,7 +333,7 @@ pub fn decode_frames(
 /// HEVC is left out on purpose: FFmpeg drops every TRAIL_N, TSA_N, STSA_N, RADL_N and RASL_N
 /// picture, but those are only *sub-layer* non-reference pictures: with several temporal layers a
 /// picture of a higher layer may refer to them, and skipping one gives wrong pixels under the right
-/// timestamp, which no later check can notice. (tests/test_exactness.py shows it on a stream whose
+/// timestamp, which no later check can notice. (tests/clips/test_exactness.py shows it on a stream whose
 /// referenced pictures are labelled TRAIL_N.) Other codecs (VP8/VP9/AV1, ...) are not listed
 /// because their decoders' handling of the option was not verified; they simply decode everything.
 fn discards_safely(id: ffmpeg::codec::Id) -> bool {

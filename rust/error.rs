@@ -37,6 +37,15 @@ impl ClipError {
     }
 }
 
+/// The text a panic carried (a `&str` or `String` payload).
+pub fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
 /// A zero-filled `Vec<T>` of `n` elements, or `ClipError::OutOfMemory` instead of aborting the
 /// process when the allocator refuses (Rust's `vec![0; n]` calls `handle_alloc_error`, which aborts).
 /// Zeroed by the allocator (calloc): fresh pages cost nothing until written.

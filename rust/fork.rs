@@ -3,24 +3,25 @@
 //! A `ClipLoader` prefetch thread reads clips in the parent while a torch DataLoader forks its
 //! workers; a `std::sync::Mutex` held by one of the parent's threads at that moment stays locked
 //! forever in the child, where that thread does not exist, and the child's first read would wait on
-//! it for ever. So every lock-protected static here (the index cache, the rayon pool lists, the
-//! recycled batch buffers) belongs to the process that created it: a `PerProcess` remembers that
-//! pid, and a child (a different `getpid()`) publishes a fresh state of its own before it locks
-//! anything, without touching the inherited lock. The inherited state is leaked, never dropped:
-//! its lock may be held, and dropping what it holds may not be safe either (a rayon pool inherited
-//! through fork has no threads behind it, and dropping it would signal threads that are not here).
-//! When the inherited lock turns out to be free, no thread was changing the state at the fork, so
-//! the child adopts its contents (`PerProcess::new`'s `inherit`): a forked DataLoader worker keeps
-//! the indexes its parent cached, as it did before.
+//! it for ever. So every lock-protected static here (the index cache, the rayon thread pool lists,
+//! the recycled batch buffers) belongs to the process that created it: a `PerProcess` remembers
+//! that pid, and a child (a different `getpid()`) publishes a fresh state of its own before it
+//! locks anything, without touching the inherited lock. The inherited state is leaked, never
+//! dropped: its lock may be held, and dropping what it holds may not be safe either (a rayon thread
+//! pool inherited through fork has no threads behind it, and dropping it would signal threads that
+//! are not here). When the inherited lock turns out to be free, no thread was changing the state at
+//! the fork, so the child adopts its contents (`PerProcess::new`'s `inherit`): a forked DataLoader
+//! worker keeps the indexes its parent cached, as it did before.
 //!
 //! Chosen over `pthread_atfork` handlers that take every lock before a fork: those would make every
 //! fork of the process (any `subprocess` too) wait for the locks, and a lock in the parent held for
-//! long (a pool starting its threads) would stall it. The only handler here is a child one that
-//! bumps a fork generation (one atomic add, async-signal-safe): a state belongs to the process whose
-//! pid *and* generation it recorded. The pid alone could be reused: a child that never touched the
-//! state could fork a grandchild given its long-dead grandparent's pid. The generation alone would
-//! miss a child made by a raw `clone` that runs no handlers. The normal path costs one `getpid` and
-//! two atomic loads per access, next to the stat call or thread pool work each access already makes.
+//! long (a thread pool starting its threads) would stall it. The only handler here is a child one
+//! that bumps a fork generation (one atomic add, async-signal-safe): a state belongs to the process
+//! whose pid *and* generation it recorded. The pid alone could be reused: a child that never
+//! touched the state could fork a grandchild given its long-dead grandparent's pid. The generation
+//! alone would miss a child made by a raw `clone` that runs no handlers. The normal path costs one
+//! `getpid` and two atomic loads per access, next to the stat call or thread pool work each access
+//! already makes.
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, Once, TryLockError};
@@ -133,8 +134,8 @@ pub(crate) fn adopt<T: Emptiness>(old: &mut T, new: &mut T) {
     }
 }
 
-/// `PerProcess::new`'s `inherit` for state a child must not use (rayon pools: no threads behind
-/// them in the child): the inherited state stays, leaked, where it was.
+/// `PerProcess::new`'s `inherit` for state a child must not use (rayon thread pools: no threads
+/// behind them in the child): the inherited state stays, leaked, where it was.
 pub(crate) fn keep_none<T>(_old: &mut T, _new: &mut T) {}
 
 /// Whether a state holds nothing yet (for `adopt`).

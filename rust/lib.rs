@@ -3,17 +3,19 @@
 //!
 //! `video` opens and indexes a file, `cache` keeps indexes per process, `decode` plans and runs the
 //! decoding of the frames a group of clips needs, `transform` turns a decoded frame into its place
-//! in the batch, `clips` runs groups of clips in parallel into one buffer, and `pool` recycles
-//! those buffers (`fork` keeps their locked state per process, so a forked child never waits on a
-//! lock its parent held). `conv` is the one model-side piece: the SP students' temporal conv + ReLU + max-pool
-//! fused in an AVX-512 kernel, used by the Python fast path on the CPU.
+//! in the batch, `clips` runs groups of clips in parallel into one buffer, and `buffers` recycles
+//! those buffers. `threads` bounds the thread counts and keeps the rayon thread pools (`fork` keeps
+//! the locked state of both per process, so a forked child never waits on a lock its parent held).
+//! `conv` is the one model-side piece: the SP students' temporal conv + ReLU + max-pool fused in an
+//! AVX-512 kernel, used by the Python fast path on the CPU.
+pub mod buffers;
 pub mod cache;
 pub mod clips;
 pub mod conv;
 pub mod decode;
 pub mod error;
 mod fork;
-pub mod pool;
+pub mod threads;
 pub mod transform;
 pub mod video;
 

@@ -18,16 +18,17 @@ use pyo3::exceptions::{
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::buffers::{self, Recyclable};
 use crate::cache;
 use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
 use crate::conv;
-use crate::error::ClipError;
-use crate::pool::{self, Pooled};
+use crate::error::{panic_message, ClipError};
+use crate::threads::{self, MAX_DECODER_THREADS, MAX_THREADS};
 use crate::transform::{Layout, Resize, MAX_SIDE};
 use crate::video::VideoIndex;
 
 create_exception!(
-    c3d_distill._clips,
+    c3d_distill._native,
     VideoDecodeError,
     PyRuntimeError,
     "A video file exists but cannot be decoded; the message names the file and the cause."
@@ -58,7 +59,7 @@ fn guarded<T: Send>(
     match result {
         Ok(r) => r.map_err(to_py_err),
         Err(panic) => {
-            let msg = clips::panic_message(panic);
+            let msg = panic_message(panic);
             Err(VideoDecodeError::new_err(format!(
                 "{what}: internal error (Rust panic: {msg})"
             )))
@@ -90,7 +91,7 @@ fn probe_with<'py>(
     build: fn(&Path, usize, &AtomicBool) -> Result<Arc<VideoIndex>, ClipError>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let n = match threads {
-        None => clips::default_threads(),
+        None => threads::default_threads(),
         Some(t) if t >= 1 => usize::try_from(t).unwrap_or(usize::MAX),
         Some(t) => {
             return Err(PyValueError::new_err(format!(
@@ -98,7 +99,7 @@ fn probe_with<'py>(
             )))
         }
     }
-    .min(clips::MAX_DECODER_THREADS);
+    .min(MAX_DECODER_THREADS);
     let index = interruptible(py, &path.display().to_string(), |cancel| {
         build(path, n, cancel)
     })?;
@@ -125,12 +126,13 @@ fn probe_exact(py: Python<'_>, path: PathBuf, threads: Option<i64>) -> PyResult<
 #[pyfunction]
 fn clear_cache() {
     cache::clear();
-    pool::clear();
+    buffers::clear();
 }
 
-/// Test hook (tests/test_fork.py): hold the locks of the index cache, of the decoding and conv pool
-/// lists and of the batch buffer pool on a background thread for `seconds`; returns once they are
-/// held, so that a `fork` right after it happens while a thread of the parent holds them.
+/// Test hook (tests/clips/test_fork.py): hold the locks of the index cache, of the decoding and
+/// conv thread pool lists and of the kept batch buffers on a background thread for `seconds`;
+/// returns once they are held, so that a `fork` right after it happens while a thread of the parent
+/// holds them.
 #[pyfunction]
 #[pyo3(name = "_hold_locks_for_test")]
 fn hold_locks_for_test(py: Python<'_>, seconds: f64) -> PyResult<()> {
@@ -145,10 +147,10 @@ fn hold_locks_for_test(py: Python<'_>, seconds: f64) -> PyResult<()> {
         .spawn(move || {
             let mut held = vec![
                 cache::hold_lock(),
-                clips::DECODE_POOLS.hold_lock(),
-                conv::CONV_POOLS.hold_lock(),
+                threads::DECODE_THREAD_POOLS.hold_lock(),
+                conv::CONV_THREAD_POOLS.hold_lock(),
             ];
-            held.extend(pool::hold_lock());
+            held.extend(buffers::hold_lock());
             let _ = tx.send(());
             std::thread::sleep(hold);
             drop(held);
@@ -219,7 +221,7 @@ fn interruptible<T: Send>(
     match outcome? {
         Ok(r) => r.map_err(to_py_err),
         Err(panic) => {
-            let msg = clips::panic_message(panic);
+            let msg = panic_message(panic);
             Err(VideoDecodeError::new_err(format!(
                 "{what}: internal error (Rust panic: {msg})"
             )))
@@ -227,7 +229,7 @@ fn interruptible<T: Send>(
     }
 }
 
-/// The Rust side of `read_clips` (arguments already normalised by `data/reader.py`).
+/// The Rust side of `read_clips` (arguments already normalised by `clips/reader.py`).
 /// Returns `(array, ok_positions, failed)` with `failed = [(position, path, kind, message)]`.
 #[pyfunction]
 #[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip))]
@@ -253,7 +255,7 @@ fn read_clips<'py>(
     Vec<(usize, String, String, String)>,
 )> {
     // Taken as u64 so that a side beyond u32 is a ValueError naming the argument, not an
-    // OverflowError from the conversion (data/reader.py checks first; this is the second line).
+    // OverflowError from the conversion (clips/reader.py checks first; this is the second line).
     let side = |v: u64, arg: &str| -> PyResult<u32> {
         u32::try_from(v)
             .ok()
@@ -310,7 +312,7 @@ fn read_clips<'py>(
         std: std.unwrap_or([1.0; 3]),
     };
     // The default is the cores, within MAX_THREADS even on a machine with more.
-    let threads = threads.unwrap_or_else(|| clips::default_threads().min(clips::MAX_THREADS));
+    let threads = threads.unwrap_or_else(|| threads::default_threads().min(MAX_THREADS));
     let requests: Vec<ClipRequest> = clips
         .into_iter()
         .map(|(path, frames)| ClipRequest { path, frames })
@@ -321,8 +323,8 @@ fn read_clips<'py>(
         clips::read_clips(&requests, &spec, threads, skip, cancel)
     })?;
     let array = match batch.data {
-        Data::U8(v) => pooled_array(py, v, &batch.shape),
-        Data::F32(v) => pooled_array(py, v, &batch.shape),
+        Data::U8(v) => recycled_array(py, v, &batch.shape),
+        Data::F32(v) => recycled_array(py, v, &batch.shape),
     }?;
     let failed = batch
         .failed
@@ -347,24 +349,24 @@ fn read_clips<'py>(
 }
 
 /// The memory of a batch array: numpy's base object for it. When the array (and every view or
-/// torch tensor of it) is gone, the buffer goes back to `pool` for a later batch.
-#[pyclass(module = "c3d_distill._clips", frozen)]
+/// torch tensor of it) is gone, the buffer goes back to `buffers` for a later batch.
+#[pyclass(module = "c3d_distill._native", frozen)]
 struct BatchBuffer {
-    buf: Option<pool::Buf>,
+    buf: Option<buffers::Buf>,
 }
 
 impl Drop for BatchBuffer {
     fn drop(&mut self) {
         match self.buf.take() {
-            Some(pool::Buf::U8(v)) => pool::give(v),
-            Some(pool::Buf::F32(v)) => pool::give(v),
+            Some(buffers::Buf::U8(v)) => buffers::give(v),
+            Some(buffers::Buf::F32(v)) => buffers::give(v),
             None => {}
         }
     }
 }
 
 /// `v` as a numpy array of `shape` without a copy, owned by a `BatchBuffer`.
-fn pooled_array<'py, T: Pooled + Element>(
+fn recycled_array<'py, T: Recyclable + Element>(
     py: Python<'py>,
     v: Vec<T>,
     shape: &[usize],
@@ -398,7 +400,8 @@ fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("frames_decoded", FRAMES_DECODED.load(Ordering::Relaxed))?;
     d.set_item("seeks", SEEKS.load(Ordering::Relaxed))?;
     d.set_item("mismatches", MISMATCHES.load(Ordering::Relaxed))?;
-    d.set_item("pooled_bytes", pool::kept_bytes())?;
+    // Bytes of the batch buffers kept for reuse (`buffers`).
+    d.set_item("pooled_bytes", buffers::kept_bytes())?;
     d.set_item("index_bytes", cache::bytes())?;
     Ok(d)
 }
@@ -406,15 +409,16 @@ fn stats<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 /// Threads `read_clips` uses by default: the cores this process may run on.
 #[pyfunction]
 fn default_threads() -> usize {
-    clips::default_threads()
+    threads::default_threads()
 }
 
 /// `conv.rs`'s fused temporal conv + bias + ReLU + max-pool on float32 numpy views of torch tensors:
 /// `x` (N, T, H, W, C), `weight` (Cout, C, 3, 1, 1), `bias` (Cout), `out` (N, T/pt, H/2, W/2, Cout),
-/// all C-contiguous; `out` is filled in place.
+/// all C-contiguous; `out` is filled in place. Named `kernel_` in Python so that it reads as a
+/// compute kernel next to the clip functions.
 #[pyfunction]
 #[pyo3(signature = (x, weight, bias, out, *, pt, threads))]
-fn temporal_conv_pool(
+fn kernel_temporal_conv_pool(
     py: Python<'_>,
     x: PyReadonlyArrayDyn<'_, f32>,
     weight: PyReadonlyArrayDyn<'_, f32>,
@@ -423,7 +427,7 @@ fn temporal_conv_pool(
     pt: usize,
     threads: usize,
 ) -> PyResult<()> {
-    let what = "temporal_conv_pool";
+    let what = "kernel_temporal_conv_pool";
     let contiguous = |ok: bool, name: &str| {
         if ok {
             Ok(())
@@ -474,21 +478,21 @@ fn temporal_conv_pool(
     }
     let (xs, ws, bs) = (x.as_slice()?, weight.as_slice()?, bias.as_slice()?);
     let os = out.as_slice_mut()?;
-    let threads = threads.clamp(1, clips::MAX_THREADS);
+    let threads = threads.clamp(1, MAX_THREADS);
     guarded(py, what, || {
         conv::temporal_conv_pool(xs, shape, ws, bs, os, threads)
     })
 }
 
-/// Whether `temporal_conv_pool` can run on this CPU (AVX-512F) with `c` input channels.
+/// Whether `kernel_temporal_conv_pool` can run on this CPU (AVX-512F) with `c` input channels.
 #[pyfunction]
-fn temporal_conv_pool_supported(c: usize) -> bool {
+fn kernel_temporal_conv_pool_supported(c: usize) -> bool {
     conv::available() && conv::supported_channels(c)
 }
 
 #[pymodule]
-#[pyo3(name = "_clips")]
-fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
+#[pyo3(name = "_native")]
+fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VideoDecodeError", m.py().get_type::<VideoDecodeError>())?;
     m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(probe_exact, m)?)?;
@@ -498,9 +502,14 @@ fn clips_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(hold_locks_for_test, m)?)?;
     m.add_function(wrap_pyfunction!(default_threads, m)?)?;
     m.add_function(wrap_pyfunction!(stats, m)?)?;
-    m.add_function(wrap_pyfunction!(temporal_conv_pool, m)?)?;
-    m.add_function(wrap_pyfunction!(temporal_conv_pool_supported, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_temporal_conv_pool, m)?)?;
+    m.add_function(wrap_pyfunction!(kernel_temporal_conv_pool_supported, m)?)?;
     m.add_class::<BatchBuffer>()?;
+    // The single source of the version and the limits: Python reads them here instead of keeping
+    // copies that could drift.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("MAX_SIDE", MAX_SIDE)?;
+    m.add("MAX_THREADS", MAX_THREADS)?;
+    m.add("MAX_DECODER_THREADS", MAX_DECODER_THREADS)?;
     Ok(())
 }

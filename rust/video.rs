@@ -219,8 +219,8 @@ type ReadPacket<'a> = dyn FnMut(
 
 /// Index `path` by decoding every frame once, with `threads` FFmpeg decoder threads (the caller's
 /// share of its threads: not 0, which would let FFmpeg start up to 16 per video even in a
-/// DataLoader worker reading with one thread, on each of the pool's workers at once). `cancel` set
-/// (Ctrl-C) stops it at the next packet with `ClipError::Interrupted`.
+/// DataLoader worker reading with one thread, on each of the thread pool's workers at once).
+/// `cancel` set (Ctrl-C) stops it at the next packet with `ClipError::Interrupted`.
 ///
 /// Errors, and where the video ends:
 /// - a read error that says nothing about the file's bytes (an I/O error, out of memory, anything

@@ -56,3 +56,17 @@ def tiny_synth_root(tmp_path_factory) -> Path:
         workers=1,
         progress=False,
     )
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: skipped, with the reason, where there is none."""
+    gpu = [item for item in items if "gpu" in item.keywords]
+    if not gpu:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (marked gpu)")
+    for item in gpu:
+        item.add_marker(skip)

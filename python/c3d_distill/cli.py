@@ -15,19 +15,26 @@ import sys
 
 # Modules that contribute subcommands, in the order --help lists them.
 COMMAND_MODULES = [
-    "c3d_distill.data.cli",  # probe
+    "c3d_distill.clips.cli",  # probe
     "c3d_distill.datasets.cli",  # data info, data synth
     "c3d_distill.models.cli",  # models
-    "c3d_distill.transfer",  # transfer
-    "c3d_distill.train.cli",  # train, distill, eval, report, demo
+    "c3d_distill.transfer.cli",  # transfer
+    "c3d_distill.train.cli",  # train, distill
+    "c3d_distill.evaluate.cli",  # eval
+    "c3d_distill.report.cli",  # report
+    "c3d_distill.demo",  # demo
 ]
 # Which module registers each command: running one imports that module alone.
 COMMANDS = {
-    "probe": "c3d_distill.data.cli",
+    "probe": "c3d_distill.clips.cli",
     "data": "c3d_distill.datasets.cli",
     "models": "c3d_distill.models.cli",
-    "transfer": "c3d_distill.transfer",
-    **{c: "c3d_distill.train.cli" for c in ("train", "distill", "eval", "report", "demo")},
+    "transfer": "c3d_distill.transfer.cli",
+    "train": "c3d_distill.train.cli",
+    "distill": "c3d_distill.train.cli",
+    "eval": "c3d_distill.evaluate.cli",
+    "report": "c3d_distill.report.cli",
+    "demo": "c3d_distill.demo",
 }
 DEBUG_ENV = "C3D_DISTILL_DEBUG"
 
@@ -75,7 +82,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     (CheckpointError and DatasetError are ValueErrors; VideoDecodeError is a RuntimeError.)"""
     errors: list[type[BaseException]] = [ValueError, OSError, FloatingPointError]
     try:
-        from ._clips import VideoDecodeError
+        from ._native import VideoDecodeError
 
         errors.append(VideoDecodeError)
     except ImportError:  # the extension is not built: nothing raises it
@@ -85,6 +92,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    from .log import configure_cli
+
+    configure_cli()
     parser = build_parser(_command_of(argv))
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

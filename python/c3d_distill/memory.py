@@ -17,7 +17,7 @@ the process's resident memory stays at its peak instead of dropping between batc
 PyTorch's own CUDA caching allocator. It can settle a few blocks above the peak: torch asks for 64-byte
 aligned blocks (``posix_memalign``), which need a free chunk slightly larger than the block, so a freed
 block whose neighbour a small allocation took is a few bytes short and the next one of its size comes
-fresh; once neighbouring freed blocks have merged, every later one is reused (``tests/test_allocator.py``
+fresh; once neighbouring freed blocks have merged, every later one is reused (``tests/models/test_allocator.py``
 repeats a 64 MiB block: in 120 heap layouts at most four of twelve came fresh, none after the sixth).
 
 ``create_model`` turns this on for fast models; ``C3D_DISTILL_MALLOC=system`` in the environment leaves

@@ -17,14 +17,16 @@ from pathlib import Path
 from .base import DatasetError, VideoList
 from .hmdb51 import load_hmdb51
 from .listfile import load_list
-from .synth import CLASSES as SYNTH_CLASSES
-from .synth import REVERSE_PAIRS, make_synthetic
+from .scenes import CLASSES as SYNTH_CLASSES
+from .scenes import REVERSE_PAIRS
+from .synth import make_synthetic
 from .ucf101 import load_ucf101
 
 __all__ = [
     "is_list_spec",
     "split_of",
     "REVERSE_PAIRS",
+    "SPEC_HELP",
     "SYNTH_CLASSES",
     "DatasetError",
     "VideoList",
@@ -37,6 +39,11 @@ __all__ = [
 ]
 
 KINDS = ("ucf101", "hmdb51", "list", "synth")
+# How every command that takes a data set describes ``--data``.
+SPEC_HELP = (
+    "data set: ucf101:ROOT[:FOLD], hmdb51:ROOT[:FOLD], synth:DIR[:FOLD] (FOLD 1-3, default 1; the split "
+    "within the fold is chosen separately) or list:FILE ('path label' lines: one split)"
+)
 _FOLD_SUFFIX = re.compile(r"^(?P<path>.+):(?P<fold>[0-9]+)$")
 
 

@@ -70,7 +70,7 @@ def run_info(args: argparse.Namespace) -> int:
     n = max(0, args.probe)
     if n == 0 or not len(first):
         return 0
-    from c3d_distill.data import VideoDecodeError, probe
+    from c3d_distill.clips import VideoDecodeError, probe
 
     step = max(1, len(first) // n)
     failed = 0

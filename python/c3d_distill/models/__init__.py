@@ -1,4 +1,4 @@
-"""The model zoo: the C3D teacher and the SP / MC students (DESIGN.md §2).
+"""The model zoo: the C3D teacher and the SP / MC students.
 
 ``create_model(name, num_classes=None, *, width=1.0, frames=16, size=112, dropout=0.5, fast=True)``
 builds ``c3d``, ``sp``, ``sp_bn`` or ``mcK`` (K in 1..5); ``list_models()`` names them.
@@ -24,17 +24,18 @@ _WHERE = {
     "Stage": ".net",
     "VideoNet": ".net",
     "plan_stages": ".net",
-    "create_model": ".registry",
-    "list_models": ".registry",
+    "create_model": ".factory",
+    "list_models": ".factory",
     "register_model": ".registry",
     "load_c3d_weights": ".weights",
 }
 
 if TYPE_CHECKING:
     from .counting import count_macs, count_params, layer_macs
+    from .factory import create_model, list_models
     from .layers import Fold, SPConv, fold, unfold
     from .net import STAGE_NAMES, Stage, VideoNet, plan_stages
-    from .registry import create_model, list_models, register_model
+    from .registry import register_model
     from .weights import load_c3d_weights
 
 __getattr__ = lazy_attributes(__name__, _WHERE)

@@ -27,7 +27,7 @@ def model_rows(num_classes: int = 101, width: float = 1.0, frames: int = 16, siz
     import torch
 
     from .counting import count_macs, count_params
-    from .registry import create_model, list_models
+    from .factory import create_model, list_models
 
     rows = []
     for name in list_models():

@@ -13,7 +13,7 @@ own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go
   kernels beat channels-last (one copy of a pooled tensor at the switch; the fold stays a view);
 * runs an SP temporal conv with 32–128 channels that a max-pool follows (conv1 and conv2 at full
   width) together with its ReLU and that pool in one Rust AVX-512 kernel
-  (``c3d_distill._clips.temporal_conv_pool``, rust/conv.rs) on CPUs that have it: oneDNN's conv wrote
+  (``c3d_distill._native.kernel_temporal_conv_pool``, rust/conv.rs) on CPUs that have it: oneDNN's conv wrote
   a 411 MB (conv1) / 205 MB (conv2) activation a batch of 8 that the pool read again; the kernel pools
   each tile in registers and only writes the pooled output;
 * fuses conv + bias + ReLU in one oneDNN primitive for CPU inference (``torch.ops.mkldnn.
@@ -25,23 +25,18 @@ own blocked layout and back around every conv, the (1,3,3) / (3,1,1) SP convs go
   batch's 200–400 MB activations come back as fresh pages that the kernel faults in and zeroes, which
   on the CPU took longer than sp's first convolutions themselves.
 
-Every path is checked against the plain layers (tests/test_models_fast.py, relative error < 1e-5 in
+Every path is checked against the plain layers (tests/models/test_models_fast.py, relative error < 1e-5 in
 float32). Module forward hooks only fire on the plain path, so a model with hooks on its stage modules
 falls back to the plain path automatically; ``forward_stages`` is the way to read activations.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..memory import reuse_freed_memory
-
-if TYPE_CHECKING:
-    from .net import VideoNet
 
 CL3 = torch.channels_last_3d
 CL2 = torch.channels_last
@@ -146,9 +141,9 @@ FUSE_POOL = True
 
 def fused_pool_available() -> bool:
     """Whether this CPU runs the fused Rust kernel (AVX-512F) at all."""
-    from .. import _clips
+    from .. import _native
 
-    return _clips.temporal_conv_pool_supported(64)
+    return _native.kernel_temporal_conv_pool_supported(64)
 
 
 def _can_fuse_pool(y: torch.Tensor, weight: torch.Tensor, pool) -> int | None:
@@ -158,9 +153,9 @@ def _can_fuse_pool(y: torch.Tensor, weight: torch.Tensor, pool) -> int | None:
         return None
     c = y.shape[1]
     if c not in _RUST_CHANNELS:
-        from .. import _clips
+        from .. import _native
 
-        _RUST_CHANNELS[c] = _clips.temporal_conv_pool_supported(c)
+        _RUST_CHANNELS[c] = _native.kernel_temporal_conv_pool_supported(c)
     if not _RUST_CHANNELS[c] or y.shape[2] < pt or min(y.shape[3:]) < 2:
         return None
     return pt
@@ -170,11 +165,11 @@ def _can_fuse_pool(y: torch.Tensor, weight: torch.Tensor, pool) -> int | None:
 # cannot trace through the numpy views the Rust function takes).
 @torch.library.custom_op("c3d_distill::temporal_conv_pool", mutates_args=())
 def _temporal_conv_pool_op(y: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, pt: int) -> torch.Tensor:
-    from .. import _clips
+    from .. import _native
 
     n, _, t, h, w = y.shape
     out = torch.empty(n, t // pt, h // 2, w // 2, weight.shape[0], dtype=y.dtype)
-    _clips.temporal_conv_pool(
+    _native.kernel_temporal_conv_pool(
         y.contiguous(memory_format=CL3).permute(0, 2, 3, 4, 1).numpy(),
         weight.contiguous().numpy(),
         bias.contiguous().numpy(),
@@ -238,8 +233,8 @@ def _layout_3d(st) -> torch.memory_format:
     return CL3 if min(st.hw) >= CHANNELS_LAST_MIN_HW else torch.contiguous_format
 
 
-def run_fast(model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] | None) -> torch.Tensor:
-    """The fast forward of a :class:`VideoNet` up to the flattened pool5 features (N, feature_dim)."""
+def run_fast(model: nn.Module, x: torch.Tensor, stages: dict[str, torch.Tensor] | None) -> torch.Tensor:
+    """The fast forward of a ``VideoNet`` up to the flattened pool5 features (N, feature_dim)."""
     for st in model.plan:
         mod = getattr(model, st.name)
         pooled = False
@@ -273,7 +268,7 @@ _GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_
                  "_global_backward_pre_hooks")
 
 
-def has_stage_hooks(model: VideoNet) -> bool:
+def has_stage_hooks(model: nn.Module) -> bool:
     """True when hooks on the stage modules (forward or backward, or global module hooks) expect the plain
     path."""
     from torch.nn.modules import module as _m
@@ -292,3 +287,16 @@ def has_stage_hooks(model: VideoNet) -> bool:
         if mod is not None and hooked(mod):
             return True
     return False
+
+
+class Executor:
+    """The fast path as :class:`~c3d_distill.models.net.FastExecutor`: the factory installs it."""
+
+    def prepare(self, model: nn.Module, enabled: bool) -> None:
+        apply_fast(model, enabled)
+
+    def forward(self, model: nn.Module, x: torch.Tensor, stages: dict[str, torch.Tensor] | None):
+        return None if has_stage_hooks(model) else run_fast(model, x, stages)
+
+
+EXECUTOR = Executor()

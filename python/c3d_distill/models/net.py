@@ -8,12 +8,35 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import Fold, SPConv
+
+
+class FastExecutor(Protocol):
+    """What runs a :class:`VideoNet` with ``fast=True`` (:mod:`.fast` provides it; the factory installs
+    it), so that the network's definition does not depend on its fast path."""
+
+    def prepare(self, model: VideoNet, enabled: bool) -> None:
+        """Called when the fast path is switched on or off."""
+
+    def forward(
+        self, model: VideoNet, x: torch.Tensor, stages: dict[str, torch.Tensor] | None
+    ) -> torch.Tensor | None:
+        """The flattened pool5 features, or None when the plain layers must run (hooks on a stage)."""
+
+
+_fast_executor: FastExecutor | None = None
+
+
+def set_fast_executor(executor: FastExecutor | None) -> None:
+    """Install the executor that ``fast=True`` networks run on."""
+    global _fast_executor
+    _fast_executor = executor
 
 # (stage name, stage group, C3D output channels). Groups end with pool1 … pool5.
 C3D_STAGES: tuple[tuple[str, int, int], ...] = (
@@ -250,9 +273,12 @@ class VideoNet(nn.Module):
 
     def set_fast(self, enabled: bool = True) -> VideoNet:
         """Switch between the fast execution paths and the plain layers (parameters untouched)."""
-        from .fast import apply_fast
-
-        apply_fast(self, bool(enabled))
+        if enabled and _fast_executor is None:
+            raise RuntimeError(
+                "fast=True: no fast executor is installed; build models with c3d_distill.models.create_model"
+            )
+        if _fast_executor is not None:
+            _fast_executor.prepare(self, bool(enabled))
         self.fast = bool(enabled)
         self.config["fast"] = self.fast
         return self
@@ -276,11 +302,10 @@ class VideoNet(nn.Module):
 
     def _run(self, x: torch.Tensor, stages: dict[str, torch.Tensor] | None) -> torch.Tensor:
         self._check_input(x)
-        if self.fast:
-            from .fast import has_stage_hooks, run_fast
-
-            if not has_stage_hooks(self):
-                return run_fast(self, x, stages)
+        if self.fast and _fast_executor is not None:
+            out = _fast_executor.forward(self, x, stages)
+            if out is not None:
+                return out
         for st in self.plan:
             if st.fold_before and x.dim() == 5:
                 x = self.fold(x)

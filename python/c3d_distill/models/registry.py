@@ -1,8 +1,8 @@
-"""A small model registry: one decorator registers a builder, ``create_model(name, ...)`` builds it."""
+"""A small model registry: one decorator registers a builder under its name. It knows no model: the zoo
+registers them, and :mod:`.factory` builds them."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 
 import torch.nn as nn
@@ -22,48 +22,6 @@ def register_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[.
     return wrap
 
 
-def list_models() -> list[str]:
-    """Registered model names, in registration order (c3d, sp, sp_bn, mc1 … mc5)."""
-    _ensure_zoo()
-    return list(_BUILDERS)
-
-
-def create_model(
-    name: str,
-    num_classes: int | None = None,
-    *,
-    width: float = 1.0,
-    frames: int = 16,
-    size: int | tuple[int, int] = 112,
-    dropout: float = 0.5,
-    fast: bool = True,
-) -> nn.Module:
-    """Build a registered model.
-
-    Args:
-        name: ``c3d``, ``sp``, ``sp_bn`` or ``mcK`` (K in 1..5; ``mc3``/``mc4``/``mc5`` are the paper's).
-        num_classes: ``None`` → backbone only, ``forward`` returns pool5 features (N, feature_dim);
-            an int → the C3D head fc6/fc7/fc8 is added and ``forward`` returns logits (N, num_classes).
-        width: multiplies every channel count (and the head's 4096), e.g. 1/16 for CPU tests.
-        frames: clip length T (a positive multiple of 16: every temporal pool halves T, pool5 included).
-        size: spatial input size, int (square) or (H, W); with ``frames`` it fixes ``feature_dim``.
-        dropout: dropout probability after fc6 and fc7.
-        fast: use the fast execution paths (same parameters, same state_dict keys, same function);
-            ``False`` runs the plain PyTorch layers.
-    """
-    _ensure_zoo()
-    if not isinstance(name, str):
-        raise TypeError(f"name: expected a model name (str), got {type(name).__name__}")
-    builder = _BUILDERS.get(name)
-    if builder is None:
-        hint = ""
-        if re.fullmatch(r"mc\d+", name):
-            hint = " (mcK exists for K in 1..5: the 2D part starts at conv stage K)"
-        raise ValueError(f"name: unknown model {name!r}{hint}; known: {', '.join(_BUILDERS)}")
-    return builder(num_classes=num_classes, width=width, frames=frames, size=size, dropout=dropout, fast=fast)
-
-
-def _ensure_zoo() -> None:
-    # The builders live in zoo.py, which imports this module; importing it here (lazily) registers them
-    # whichever module a caller imported first.
-    from . import zoo  # noqa: F401
+def builders() -> dict[str, Callable[..., nn.Module]]:
+    """The registered builders by name, in registration order (a copy)."""
+    return dict(_BUILDERS)

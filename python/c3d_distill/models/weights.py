@@ -1,6 +1,6 @@
 """Load the public C3D checkpoints into the ``c3d`` teacher.
 
-Two layouts exist (DESIGN.md §2):
+Two layouts exist:
 
 * ``conv1.weight … conv5b.bias, fc6.*, fc7.*, fc8.*`` — the Sports-1M ``c3d.pickle`` port
   (487 classes); it is also this package's own state_dict layout for ``c3d``.

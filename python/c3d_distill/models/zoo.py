@@ -1,4 +1,4 @@
-"""The registered models: the C3D teacher and its SP / MC students (DESIGN.md §2)."""
+"""The registered models: the C3D teacher and its SP / MC students."""
 
 from __future__ import annotations
 

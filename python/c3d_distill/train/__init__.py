@@ -1,9 +1,9 @@
-"""Training and distillation: the engine (``train_one_epoch`` / ``evaluate``), losses, checkpoints, runs,
-reports and the demo. The ``c3d-distill`` subcommands train / distill / eval / report / demo live in
+"""Training and distillation: the engine (``train_one_epoch`` / ``evaluate``), the objective of every mode,
+the losses, and the run loop (``run``). The ``c3d-distill`` subcommands train and distill live in
 ``train/cli.py``.
 
-The names below are imported on first use: the command line reads ``train/cli.py`` (and ``report`` runs)
-without importing torch, which takes seconds."""
+The names below are imported on first use: the command line reads ``train/cli.py`` without importing
+torch, which takes seconds."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 _WHERE = {
-    "CheckpointError": ".checkpoint",
-    "load_checkpoint": ".checkpoint",
-    "save_checkpoint": ".checkpoint",
-    "RunConfig": ".config",
-    "Objective": ".engine",
-    "StudentNet": ".engine",
-    "TeacherCache": ".engine",
+    "Objective": ".objective",
+    "StudentNet": ".objective",
+    "TeacherCache": ".objective",
+    "run": ".run",
     "evaluate": ".engine",
     "lr_at": ".engine",
     "train_one_epoch": ".engine",
@@ -28,26 +25,23 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from .config import RunConfig
-    from .engine import Objective, StudentNet, TeacherCache, evaluate, lr_at, train_one_epoch
+    from .engine import evaluate, lr_at, train_one_epoch
     from .losses import feature_loss, hint_loss, kd_loss
+    from .objective import Objective, StudentNet, TeacherCache
+    from .run import run
 
 __getattr__ = lazy_attributes(__name__, _WHERE)
 
 
 __all__ = [
-    "CheckpointError",
     "Objective",
-    "RunConfig",
     "StudentNet",
     "TeacherCache",
     "evaluate",
     "feature_loss",
     "hint_loss",
     "kd_loss",
-    "load_checkpoint",
     "lr_at",
-    "save_checkpoint",
+    "run",
     "train_one_epoch",
 ]

@@ -1,13 +1,11 @@
-"""Subcommands ``train``, ``distill``, ``eval``, ``report`` and ``demo`` of ``c3d-distill``."""
+"""Subcommands ``train`` and ``distill`` of ``c3d-distill``."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
-from .config import (
+from ..datasets import SPEC_HELP as DATA_HELP
+from ..runs.config import (
     DEFAULT_MEAN,
     DEFAULT_STD,
     LOSSES,
@@ -16,11 +14,6 @@ from .config import (
     SCHEDULES,
     SHORT,
     RunConfig,
-)
-
-DATA_HELP = (
-    "data set: ucf101:ROOT[:FOLD], hmdb51:ROOT[:FOLD], synth:DIR[:FOLD] (FOLD 1-3, default 1; the split "
-    "within the fold is chosen separately) or list:FILE ('path label' lines: one split)"
 )
 
 
@@ -71,63 +64,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     _common(p, distill=True)
     p.set_defaults(func=cmd_distill)
-
-    p = sub.add_parser("eval", help="clip and video accuracy of a run or checkpoint")
-    p.add_argument("run", help="run folder or checkpoint file")
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument(
-        "--split",
-        default=None,
-        help="train or test (HMDB51 also unused) split of the fold (default test); not for list:FILE, which "
-        "is one split",
-    )
-    p.add_argument("--teacher", help="run folder or checkpoint of a teacher: adds the pool5 feature error")
-    p.add_argument("--clips", type=int, default=10, help="uniformly spaced clips per video (default 10)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--amp", action="store_true")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--json", help="also write the result to this file")
-    p.add_argument(
-        "--on-error",
-        choices=ON_ERROR,
-        default="raise",
-        help="an unreadable video: raise (default) or skip (its clips are left out, named and counted)",
-    )
-    p.add_argument(
-        "--short",
-        choices=SHORT,
-        default=None,
-        help="a video shorter than a clip: repeat, loop or error (default: what the run was trained with)",
-    )
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("report", help="table and plots from finished runs")
-    p.add_argument("runs", nargs="+", help="run folders (or folders holding run folders)")
-    p.add_argument("--out", required=True, help="folder for table.md, table.json and the PNG plots")
-    p.add_argument("--teacher", help="the teacher run: its name or folder (default: the first run that trains c3d)")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser(
-        "demo",
-        help="the whole study on a synthetic set: teacher, students, report",
-        description="Generate the synthetic set (cached), train a tiny C3D teacher, transfer and "
-        "distil mc4, sp and sp_bn (and the same students from random init), evaluate, report.",
-    )
-    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--preset", choices=("tiny", "full"), default="tiny")
-    p.add_argument("--data", help="use this data set spec instead of the synthetic set (" + DATA_HELP + ")")
-    p.add_argument("--test-data", metavar="SPEC", help="its test videos, when not from --data (needed with list:)")
-    p.add_argument(
-        "--students", help="comma-separated students (default mc4,sp,sp_bn; any of sp, sp_bn, mc1-mc5)"
-    )
-    p.add_argument("--teacher-epochs", type=int, help="override the preset")
-    p.add_argument("--student-epochs", type=int, help="override the preset")
-    p.add_argument("--fresh", action="store_true", help="redo finished runs instead of reusing them")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
-    p.set_defaults(func=cmd_demo)
 
 
 def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
@@ -315,7 +251,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
 
 
 def _run(args: argparse.Namespace, mode: str) -> int:
-    from . import distributed
+    from .. import distributed
     from .run import run
 
     cfg = config_from_args(args, mode)
@@ -350,55 +286,3 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     return _run(args, "distill")
-
-
-def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation import evaluate_checkpoint
-
-    res = evaluate_checkpoint(
-        args.run,
-        args.data,
-        split=args.split,
-        teacher=args.teacher,
-        clips=args.clips,
-        batch_size=args.batch_size,
-        device=args.device,
-        amp=args.amp,
-        threads=args.threads,
-        progress=args.progress,
-        on_error=args.on_error,
-        short=args.short,
-    )
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .report import write_report
-
-    paths = write_report(args.runs, args.out, teacher=args.teacher)
-    print((Path(args.out) / "table.md").read_text())
-    print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)
-    return 0
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
-
-    students = args.students.split(",") if args.students is not None else None
-    run_demo(
-        args.out,
-        device=args.device,
-        preset=args.preset,
-        data=args.data,
-        students=students,
-        teacher_epochs=args.teacher_epochs,
-        student_epochs=args.student_epochs,
-        fresh=args.fresh,
-        progress=args.progress,
-        test_data=args.test_data,
-    )
-    return 0

@@ -1,4 +1,4 @@
-"""Losses of training and distillation (DESIGN.md §4). All take float tensors; reductions are means."""
+"""Losses of training and distillation. All take float tensors; reductions are means."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Weight transfer: start every student as an approximation of the pretrained C3D teacher (DESIGN.md §3).
+"""Weight transfer: start every student as an approximation of the pretrained C3D teacher.
 
 ``transfer(teacher, name, **model_kwargs) -> (student, report)`` builds and fills the student;
 ``fold_hint_pairs(teacher, student)`` names the stages whose outputs share a space after folding;
-``register(subparsers)`` adds ``c3d-distill transfer``. The kernel arithmetic lives in :mod:`.kernels`.
-Everything but ``register`` is imported on first use (it needs torch, which takes seconds to import).
+The kernel arithmetic lives in :mod:`.kernels`.
+Everything is imported on first use (it needs torch, which takes seconds to import).
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .._lazy import lazy_attributes
-from .cli import register
 
 _WHERE = {
-    "TransferReport": ".core",
-    "align": ".core",
-    "fold_hint_pairs": ".core",
-    "make_probe": ".core",
+    "TransferReport": ".summary",
+    "align": ".stages",
+    "fold_hint_pairs": ".stages",
+    "make_probe": ".summary",
     "transfer": ".core",
     "band_expand": ".kernels",
     "band_pool": ".kernels",
@@ -28,8 +27,10 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from .core import TransferReport, align, fold_hint_pairs, make_probe, transfer
+    from .core import transfer
     from .kernels import band_expand, band_pool, rel_err, sp_compose, sp_matrix, sp_split
+    from .stages import align, fold_hint_pairs
+    from .summary import TransferReport, make_probe
 
 __getattr__ = lazy_attributes(__name__, _WHERE)
 
@@ -41,7 +42,6 @@ __all__ = [
     "band_pool",
     "fold_hint_pairs",
     "make_probe",
-    "register",
     "rel_err",
     "sp_compose",
     "sp_matrix",

@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..log import warn
+
 STUDENT_HELP = "student model: mc3, mc4, mc5 (any mcK, K in 1..5), sp, sp_bn"
 
 
@@ -69,13 +71,13 @@ def _load_teacher(path: str, *, width: float | None = None, frames: int | None =
     import torch
 
     from ..models import create_model, load_c3d_weights
-    from ..train.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
+    from ..runs.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
 
     ckpt = load_checkpoint(path, map_location="cpu")
     src = str(resolve_checkpoint(path))
     clip = None
     if ckpt.get("format") == FORMAT and "model_meta" in ckpt:
-        from ..train.run import load_run_model, teacher_clip_settings
+        from ..runs.model import load_run_model, teacher_clip_settings
 
         meta = dict(ckpt["model_meta"])
         if meta.get("name") != "c3d":
@@ -96,8 +98,8 @@ def _load_teacher(path: str, *, width: float | None = None, frames: int | None =
         fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
         num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
         if num_classes is None and any(k.endswith(("fc6.weight", "classifier.0.weight")) for k in state):
-            print(f"WARNING: --teacher {src}: fc6/fc7 without fc8 (no class layer): loaded without its head, "
-                  "as a pool5 feature extractor (fc6 and fc7 are not used)", file=sys.stderr, flush=True)
+            warn(f"--teacher {src}: fc6/fc7 without fc8 (no class layer): loaded without its head, "
+                  "as a pool5 feature extractor (fc6 and fc7 are not used)")
         if width is None:
             conv1 = next((v for k, v in state.items() if k.endswith(("conv1.weight", "features.0.weight"))), None)
             width = conv1.shape[0] / 64 if isinstance(conv1, torch.Tensor) else 1.0
@@ -125,9 +127,9 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
     (default: the training defaults). Give a teacher's own settings (a run checkpoint records them)."""
     import torch
 
-    from ..data import VideoReader, center_clip, read_clips
+    from ..clips import VideoReader, center_clip, read_clips
     from ..datasets import load
-    from ..train.config import DEFAULT_MEAN, DEFAULT_STD, default_resize
+    from ..runs.config import DEFAULT_MEAN, DEFAULT_STD, default_resize
 
     items = load(spec, "train").items
     if len(items) < n:
@@ -145,7 +147,7 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
 def checkpoint_dict(student, report, teacher=None) -> dict[str, Any]:
     """The student as a c3d-distill checkpoint (``model_meta`` lets ``train``/``eval`` rebuild it, and
     ``distill --init FILE`` start from it; ``teacher_sha256`` says which teacher it approximates)."""
-    from ..train.checkpoint import FORMAT, state_fingerprint
+    from ..runs.checkpoint import FORMAT, state_fingerprint
 
     cfg = dict(student.config)
     meta = {k: cfg[k] for k in ("name", "num_classes", "width", "frames", "size", "dropout")}
@@ -174,9 +176,9 @@ def _output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import resolve_device
     from ..models import list_models
-    from ..train.checkpoint import save_checkpoint
-    from ..train.distributed import resolve_device
+    from ..runs.checkpoint import save_checkpoint
     from .core import PROGRESS_STEPS, transfer
 
     if args.student not in list_models() or args.student == "c3d":

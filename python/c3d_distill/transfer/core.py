@@ -1,4 +1,4 @@
-"""Initialise a student from the C3D teacher's weights (DESIGN.md §3) and report how close it starts.
+"""Initialise a student from the C3D teacher's weights and report how close it starts.
 
 Per conv stage (``conv1 … conv5b``), by what the student has there:
 
@@ -31,9 +31,8 @@ The report is measured on the ``check`` half of the probe batch, which none of t
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,194 +42,17 @@ from torch import Tensor
 
 from ..models import create_model, fold
 from .kernels import band_expand, band_pool, cosine, rel_err, sp_compose, sp_matrix, sp_split
+from .stages import HEAD, STAGES, align, bns, conv3d_of, stage_kind, tmax
+from .summary import TransferReport, make_probe
 
-STAGES = ("conv1", "conv2", "conv3a", "conv3b", "conv4a", "conv4b", "conv5a", "conv5b")
-HEAD = ("fc6", "fc7", "fc8")
 # What transfer(progress=...) is told, in order.
 PROGRESS_STEPS = (*STAGES, "report", "baseline")
 SP_MODES = ("auto", "svd", "pairs")
 
 
-# ---------------------------------------------------------------------------------------------- report
-@dataclass
-class TransferReport:
-    """What :func:`transfer` did and how close the student starts.
-
-    ``rows``: one dict per layer: ``layer``, ``kind`` (``copied`` / ``exact`` / ``approx``), ``method``
-    (how the weights were made), ``weight_rel_err`` (relative Frobenius error of the stage's effective
-    kernel against the linear map it stands for: the 3D kernel, its band expansion, or the band expansion
-    followed by temporal averaging), ``act_rel_err`` (relative error of that layer's output, after its
-    ReLU, against the teacher's there — folded, and max-pooled over time for a "b" conv — on the check
-    batch, end to end, so errors of earlier layers count). ``feature_rel_err`` and ``feature_cosine``
-    compare the pool5 features (N, feature_dim); ``random_feature_rel_err`` and ``random_feature_cosine``
-    give the same for a randomly initialised student of the same kind, the baseline. Item access
-    (``report["feature_rel_err"]``) works as for a dict; :meth:`to_dict` gives plain JSON-able data.
-    """
-
-    student: str
-    teacher: dict[str, Any]
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    feature_rel_err: float = math.nan
-    feature_cosine: float = math.nan
-    random_feature_rel_err: float = math.nan
-    random_feature_cosine: float = math.nan
-    probe: dict[str, Any] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> Any:
-        return self.to_dict()[key]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "student": self.student,
-            "teacher": dict(self.teacher),
-            "rows": [dict(r) for r in self.rows],
-            "feature_rel_err": self.feature_rel_err,
-            "feature_cosine": self.feature_cosine,
-            "random_feature_rel_err": self.random_feature_rel_err,
-            "random_feature_cosine": self.random_feature_cosine,
-            "probe": dict(self.probe),
-        }
-
-    def table(self) -> str:
-        """The rows as a markdown table, with the pool5 summary below it."""
-        lines = [
-            f"transfer c3d → {self.student}",
-            "",
-            "| layer | kind | method | weight_rel_err | act_rel_err |",
-            "|---|---|---|---:|---:|",
-        ]
-        for r in self.rows:
-            lines.append(
-                f"| {r['layer']} | {r['kind']} | {r['method']} | {_fmt(r['weight_rel_err'])} | "
-                f"{_fmt(r['act_rel_err'])} |"
-            )
-        lines += [
-            "",
-            f"pool5 features: rel_err {_fmt(self.feature_rel_err)}, cosine {self.feature_cosine:.4f} "
-            f"(randomly initialised {self.student}: rel_err {_fmt(self.random_feature_rel_err)}, "
-            f"cosine {self.random_feature_cosine:.4f})",
-        ]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.table()
-
-
-def _fmt(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "—"
-    return f"{v:.2e}" if v < 1e-3 else f"{v:.4f}"
-
-
-# ----------------------------------------------------------------------------------------------- probe
-def make_probe(n: int, frames: int, size: int | tuple[int, int], *, seed: int = 0, device=None) -> Tensor:
-    """A batch of smooth random clips (N, 3, T, H, W), float32, about zero mean and unit variance.
-
-    Noise drawn on a coarse grid (T/4 × H/8 × W/8) and upsampled trilinearly, plus a little white noise:
-    like normalised video, neighbouring pixels and frames are correlated — which matters for the "b"
-    convs, where max and mean of two neighbouring frames differ less when the frames are alike.
-    """
-    h, w = (size, size) if isinstance(size, int) else size
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(n, 3, max(2, frames // 4), max(2, h // 8), max(2, w // 8), generator=g)
-    x = F.interpolate(coarse, size=(frames, h, w), mode="trilinear", align_corners=False)
-    x = (x - x.mean(dim=(2, 3, 4), keepdim=True)) / x.std(dim=(2, 3, 4), keepdim=True).clamp_min(1e-6)
-    x = x + 0.1 * torch.randn(x.shape, generator=g)
-    return x.to(device=device, dtype=torch.float32)
-
-
-# ------------------------------------------------------------------------------------- model plumbing
-def _conv3d_of(teacher: nn.Module, name: str) -> nn.Conv3d:
-    m = getattr(teacher, name, None)
-    if not isinstance(m, nn.Conv3d) or m.weight.dim() != 5:
-        raise ValueError(f"teacher: stage {name} must be an nn.Conv3d (a C3D teacher), got {type(m).__name__}")
-    if tuple(m.stride) != (1, 1, 1) or m.kernel_size[0] != 3 or m.padding[0] != 1:
-        raise ValueError(f"teacher: stage {name} must be a stride-1 conv with temporal kernel 3 and padding 1, "
-                         f"got kernel {m.kernel_size}, stride {m.stride}, padding {m.padding}")
-    return m
-
-
-def _is_sp(m: nn.Module) -> bool:
-    return isinstance(getattr(m, "spatial", None), nn.Conv3d) and isinstance(getattr(m, "temporal", None), nn.Conv3d)
-
-
-def _bns(m: nn.Module) -> tuple[nn.BatchNorm3d | None, nn.BatchNorm3d | None]:
-    s, t = getattr(m, "spatial_bn", None), getattr(m, "temporal_bn", None)
-    return (s if isinstance(s, nn.modules.batchnorm._BatchNorm) else None,
-            t if isinstance(t, nn.modules.batchnorm._BatchNorm) else None)
-
-
-def _stage_kind(teacher: nn.Module, student: nn.Module, name: str) -> tuple[str, int]:
-    """``("3d" | "a" | "b" | "sp", T_in)`` for a student stage (``T_in`` only meaningful for 2D stages)."""
-    tconv = _conv3d_of(teacher, name)
-    s = getattr(student, name, None)
-    cout, cin = tconv.weight.shape[:2]
-    if isinstance(s, nn.Conv3d):
-        if s.weight.shape != tconv.weight.shape:
-            raise ValueError(f"student: 3D stage {name} has kernel {tuple(s.weight.shape)}, the teacher's is "
-                             f"{tuple(tconv.weight.shape)} (build the student with the teacher's width)")
-        return "3d", 0
-    if _is_sp(s):
-        if s.spatial.in_channels != cin or s.temporal.out_channels != cout:
-            raise ValueError(f"student: SP stage {name} maps {s.spatial.in_channels}→{s.temporal.out_channels}, "
-                             f"the teacher's {cin}→{cout} (build the student with the teacher's width)")
-        return "sp", 0
-    if isinstance(s, nn.Conv2d):
-        if s.in_channels % cin:
-            raise ValueError(f"student: 2D stage {name} takes {s.in_channels} channels, not a multiple of the "
-                             f"teacher's {cin} (build the student with the teacher's width)")
-        t = s.in_channels // cin
-        if s.out_channels == cout * t:
-            return "a", t
-        if t >= 2 and s.out_channels == cout * (t // 2):
-            return "b", t
-        raise ValueError(f"student: 2D stage {name} maps {s.in_channels}→{s.out_channels} channels; with the "
-                         f"teacher's {cin}→{cout} over T={t} frames it must give {cout * t} ('a') or "
-                         f"{cout * (t // 2)} ('b')")
-    raise ValueError(f"student: stage {name} is a {type(s).__name__}; expected nn.Conv3d, nn.Conv2d or an SP pair")
-
-
-def fold_hint_pairs(teacher: nn.Module, student: nn.Module, *, pooled: bool = False) -> list[tuple[str, str]]:
-    """(teacher stage, student stage) pairs whose ``forward_stages`` outputs live in the same space.
-
-    For a pair, ``align(teacher_out, student_out)`` gives the teacher's output in the student's layout
-    (folded when the student's is 4D) with the student's shape, so a layer-wise MSE hint needs no
-    regressor. Included: 3D stages (identical), SP stages (same (N, C, T, H, W)) and the "a" convs of MC
-    students (the fold identity). The "b" convs, whose output has half the teacher's frames, match the
-    teacher only after its temporal max pool: ``pooled=True`` includes them too (``align`` applies that pool).
-    """
-    pairs = []
-    for name in STAGES:
-        kind, _ = _stage_kind(teacher, student, name)
-        if kind != "b" or pooled:
-            pairs.append((name, name))
-    return pairs
-
-
-def align(teacher_out: Tensor, student_out: Tensor) -> Tensor:
-    """The teacher's stage output (N, C, T, H, W) in the student's layout: itself for a 5D student stage;
-    folded (N, C·T, H, W) for a 2D one; max-pooled over frame pairs first when the student's stage (a "b"
-    conv) has ``C·T/2`` channels."""
-    t = teacher_out
-    if student_out.dim() == 4 and t.dim() == 5:
-        n, c, frames = t.shape[:3]
-        if student_out.shape[1] == c * (frames // 2) and frames >= 2 and student_out.shape[1] != c * frames:
-            t = _tmax(t)
-        t = fold(t)
-    if t.shape != student_out.shape:
-        raise ValueError(f"align: teacher output {tuple(teacher_out.shape)} does not fold to the student's "
-                         f"{tuple(student_out.shape)}")
-    return t
-
-
-def _tmax(x: Tensor) -> Tensor:
-    """Temporal max pool, kernel 2 stride 2, of (N, C, T, H, W) (the temporal half of C3D's pools)."""
-    return F.max_pool3d(x, (2, 1, 1), (2, 1, 1))
-
-
 def _teacher_config(teacher: nn.Module) -> dict[str, Any]:
     cfg = dict(getattr(teacher, "config", None) or {})
-    conv1 = _conv3d_of(teacher, "conv1")
+    conv1 = conv3d_of(teacher, "conv1")
     cfg.setdefault("width", conv1.out_channels / 64)
     cfg.setdefault("frames", getattr(teacher, "frames", 16))
     cfg.setdefault("size", tuple(getattr(teacher, "input_hw", (112, 112))))
@@ -276,7 +98,7 @@ class _Fit:
 # to two values reproduce them exactly and nothing else (a 16×16 probe of 2 fit clips leaves 2 values per
 # channel at conv5b; its fitted scales made mc4's features 3× further from the teacher's than a random
 # init's, where without them they are 2× closer). Four per parameter: on held-out clips the fit still
-# helped with 8 values per channel (conv4b there) and with 16 (tests/test_transfer.py's 32×32 probes);
+# helped with 8 values per channel (conv4b there) and with 16 (tests/transfer/test_transfer.py's 32×32 probes);
 # a 112×112 probe of 2 fit clips gives 98 at conv5b.
 MIN_CALIBRATION_VALUES = 8
 
@@ -325,7 +147,7 @@ def _fit_stage(kind: str, t_in: int, tconv: nn.Conv3d, sconv: nn.Module, x_s: Te
         w, b = band_pool(w2, b2, t_in)
         fit = _Fit("band rows averaged (max→mean pool)", "approx", w, b, w)
         if calibrate:
-            fit, _ = _calibrate(fit, fit.pre(x_s), fold(_tmax(target)))
+            fit, _ = _calibrate(fit, fit.pre(x_s), fold(tmax(target)))
         return fit
     # SP
     mid = sconv.spatial.out_channels
@@ -363,7 +185,7 @@ def _write(student: nn.Module, name: str, kind: str, fit: _Fit | None, tconv: nn
     s.spatial.bias.copy_(fit.spatial_bias)
     s.temporal.weight.copy_(fit.w)
     s.temporal.bias.copy_(fit.b if fit.b is not None else torch.zeros_like(s.temporal.bias))
-    for bn in _bns(s):
+    for bn in bns(s):
         if bn is not None:
             _bn_identity(bn)
 
@@ -466,10 +288,10 @@ def transfer(
     teacher.eval()
     student.eval()
     try:
-        kinds = {n: _stage_kind(teacher, student, n) for n in STAGES}
+        kinds = {n: stage_kind(teacher, student, n) for n in STAGES}
         for n, (k, _) in kinds.items():
             if k == "sp":
-                for bn in _bns(getattr(student, n)):
+                for bn in bns(getattr(student, n)):
                     if bn is not None:
                         _bn_identity(bn)
         t_in = _stage_inputs(teacher, fit_x)
@@ -480,9 +302,9 @@ def transfer(
         def fitter(n: str):
             def hook(x_s: Tensor) -> None:
                 kind, t = kinds[n]
-                fits[n] = _fit_stage(kind, t, _conv3d_of(teacher, n), getattr(student, n), x_s, t_in[n],
+                fits[n] = _fit_stage(kind, t, conv3d_of(teacher, n), getattr(student, n), x_s, t_in[n],
                                      sp_mode=sp_mode, calibrate=calibrate)
-                _write(student, n, kind, fits[n], _conv3d_of(teacher, n))
+                _write(student, n, kind, fits[n], conv3d_of(teacher, n))
                 step(n)
             return hook
 
@@ -502,7 +324,7 @@ def transfer(
             ref = align(t_stages[n], s_stages[n])  # folded, and max-pooled over frame pairs for a "b" conv
             if fit is None:
                 row = {"layer": n, "kind": "copied", "method": "3D kernel copied",
-                       "weight_rel_err": rel_err(getattr(student, n).weight, _conv3d_of(teacher, n).weight)}
+                       "weight_rel_err": rel_err(getattr(student, n).weight, conv3d_of(teacher, n).weight)}
             else:
                 row = {"layer": n, "kind": fit.kind, "method": fit.method,
                        "weight_rel_err": rel_err(fit.effective(), fit.ref)}
@@ -555,7 +377,7 @@ def _set_bn_stats(student: nn.Module, x: Tensor, kinds: dict[str, tuple[str, int
 
     The variance stored is the biased one, the one train mode normalises with, so that on the fit batch
     each BatchNorm is the identity in train mode too."""
-    bns = [bn for n, (k, _) in kinds.items() if k == "sp" for bn in _bns(getattr(student, n)) if bn is not None]
+    bns = [bn for n, (k, _) in kinds.items() if k == "sp" for bn in bns(getattr(student, n)) if bn is not None]
     if not bns:
         return
     stats: dict[int, tuple[Tensor, Tensor]] = {}
