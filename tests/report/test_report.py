@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from c3d_distill.cli import main
-from c3d_distill.report import plots, report
+from c3d_distill.report import plots as report_plots
+from c3d_distill.report import report
 from c3d_distill.report import runs as report_runs
 
 EPOCHS = 2
@@ -85,7 +86,7 @@ def make_study(parent: Path) -> Path:
     return parent
 
 
-REAL_SAVE = plots._save
+REAL_SAVE = report_plots._save
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +116,7 @@ def plots(monkeypatch):
         Path(path).write_bytes(b"")
         return path
 
-    monkeypatch.setattr(plots, "_save", record)
+    monkeypatch.setattr(report_plots, "_save", record)
     return drawn
 
 
@@ -224,7 +225,7 @@ def test_labels_name_the_run_when_two_runs_share_model_and_init(tmp_path):
     make_run(tmp_path, "sp_transfer_lr2")
     make_run(tmp_path, "sp_random", init="random")
     runs = report.find_runs([tmp_path])
-    assert sorted(plots.run_labels(runs).values()) == [
+    assert sorted(report_plots.run_labels(runs).values()) == [
         "sp random",
         "sp transfer [sp_transfer]",
         "sp transfer [sp_transfer_lr2]",
@@ -236,7 +237,7 @@ def test_more_runs_than_ten_keep_colours_of_their_own(tmp_path):
         make_run(tmp_path, f"sp_{i:02d}", epochs=1)
     for n in (12, 25):
         runs = report.find_runs([tmp_path])[:n]
-        looks = plots.run_styles(runs)
+        looks = report_plots.run_styles(runs)
         assert len({tuple(s.color[:3]) for s in looks.values()}) == n
 
 
@@ -331,7 +332,7 @@ def test_epoch_ticks_are_whole_numbers(tmp_path, plots, capsys):
 
 def test_write_report_writes_the_table_and_the_plots(tmp_path, monkeypatch):
     """write_report from Python, PNG files drawn for real."""
-    monkeypatch.setattr(plots, "_save", REAL_SAVE)
+    monkeypatch.setattr(report_plots, "_save", REAL_SAVE)
     written = report.write_report([make_study(tmp_path / "runs")], tmp_path / "rep")
     assert [p.name for p in written] == [
         "table.md",

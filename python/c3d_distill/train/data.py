@@ -11,6 +11,7 @@ import torch
 from .. import distributed
 from ..datasets import is_list_spec
 from ..log import warn
+from ..progress import progress_bar
 from ..runs.config import RunConfig
 
 
@@ -191,7 +192,6 @@ def check_short_videos(cfg: RunConfig, lists) -> None:
 
     from ..clips import VideoReader
     from ..datasets import DatasetError
-    from .engine import _progress
 
     span = (cfg.frames - 1) * cfg.stride + 1
     paths = list(dict.fromkeys(path for vl in lists for path, _ in vl.items))
@@ -207,7 +207,7 @@ def check_short_videos(cfg: RunConfig, lists) -> None:
     workers = max(1, min(cfg.threads or os.cpu_count() or 1, 16, len(paths) or 1))
     show = cfg.progress and distributed.info().is_main
     with ThreadPoolExecutor(workers, thread_name_prefix="c3d-short-check") as pool:
-        counts = list(_progress(pool.map(frames, paths), len(paths), "--short error: checking videos", show))
+        counts = list(progress_bar(pool.map(frames, paths), len(paths), "--short error: checking videos", show))
     problems = [f"{p}: {n} frames" for p, n in zip(paths, counts, strict=True) if n is not None and n < span]
     if problems:
         raise DatasetError(

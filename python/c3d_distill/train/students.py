@@ -19,7 +19,7 @@ from ..runs.checkpoint import (
     state_fingerprint,
 )
 from ..runs.config import RunConfig
-from .engine import unwrap
+from .objective import unwrap
 
 
 def adopt_teacher_clips(cfg: RunConfig, clip: dict[str, Any] | None) -> None:

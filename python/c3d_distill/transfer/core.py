@@ -42,7 +42,7 @@ from torch import Tensor
 
 from ..models import create_model, fold
 from .kernels import band_expand, band_pool, cosine, rel_err, sp_compose, sp_matrix, sp_split
-from .stages import HEAD, STAGES, align, bns, conv3d_of, stage_kind, tmax
+from .stages import HEAD, STAGES, align, batchnorms_of, conv3d_of, stage_kind, tmax
 from .summary import TransferReport, make_probe
 
 # What transfer(progress=...) is told, in order.
@@ -185,7 +185,7 @@ def _write(student: nn.Module, name: str, kind: str, fit: _Fit | None, tconv: nn
     s.spatial.bias.copy_(fit.spatial_bias)
     s.temporal.weight.copy_(fit.w)
     s.temporal.bias.copy_(fit.b if fit.b is not None else torch.zeros_like(s.temporal.bias))
-    for bn in bns(s):
+    for bn in batchnorms_of(s):
         if bn is not None:
             _bn_identity(bn)
 
@@ -291,7 +291,7 @@ def transfer(
         kinds = {n: stage_kind(teacher, student, n) for n in STAGES}
         for n, (k, _) in kinds.items():
             if k == "sp":
-                for bn in bns(getattr(student, n)):
+                for bn in batchnorms_of(getattr(student, n)):
                     if bn is not None:
                         _bn_identity(bn)
         t_in = _stage_inputs(teacher, fit_x)
@@ -377,7 +377,7 @@ def _set_bn_stats(student: nn.Module, x: Tensor, kinds: dict[str, tuple[str, int
 
     The variance stored is the biased one, the one train mode normalises with, so that on the fit batch
     each BatchNorm is the identity in train mode too."""
-    bns = [bn for n, (k, _) in kinds.items() if k == "sp" for bn in bns(getattr(student, n)) if bn is not None]
+    bns = [bn for n, (k, _) in kinds.items() if k == "sp" for bn in batchnorms_of(getattr(student, n)) if bn is not None]
     if not bns:
         return
     stats: dict[int, tuple[Tensor, Tensor]] = {}

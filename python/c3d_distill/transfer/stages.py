@@ -27,7 +27,7 @@ def is_sp(m: nn.Module) -> bool:
     return isinstance(getattr(m, "spatial", None), nn.Conv3d) and isinstance(getattr(m, "temporal", None), nn.Conv3d)
 
 
-def bns(m: nn.Module) -> tuple[nn.BatchNorm3d | None, nn.BatchNorm3d | None]:
+def batchnorms_of(m: nn.Module) -> tuple[nn.BatchNorm3d | None, nn.BatchNorm3d | None]:
     s, t = getattr(m, "spatial_bn", None), getattr(m, "temporal_bn", None)
     return (s if isinstance(s, nn.modules.batchnorm._BatchNorm) else None,
             t if isinstance(t, nn.modules.batchnorm._BatchNorm) else None)
