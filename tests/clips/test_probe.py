@@ -142,3 +142,14 @@ def test_video_decode_error_pickles():
 def test_bad_thread_count_names_the_argument(h264_mp4, threads):
     with pytest.raises(ValueError, match="threads"):
         probe(h264_mp4, threads=threads)
+
+
+def test_probe_command_reports_a_bad_file_in_the_common_format_and_goes_on(tmp_path, mpeg4_avi, capsys):
+    from c3d_distill.cli import main
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a video\n")
+    assert main(["probe", str(text), str(mpeg4_avi)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("c3d-distill: error: ") and str(text) in err
+    assert str(mpeg4_avi) in out  # the good file after the bad one is still probed

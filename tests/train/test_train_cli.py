@@ -627,3 +627,13 @@ def test_demo_command(synth, tmp_path):
     stamp = (out / "runs" / "teacher_c3d" / "eval.json").stat().st_mtime_ns
     assert main(args) == 0  # finished runs are reused
     assert (out / "runs" / "teacher_c3d" / "eval.json").stat().st_mtime_ns == stamp
+
+
+def test_an_unknown_model_name_is_refused_before_the_data_is_read(tmp_path, capsys):
+    missing = str(tmp_path / "no-such-set")
+    assert main(["train", "--model", "c4d", "--data", f"ucf101:{missing}", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "--model: unknown model 'c4d'" in err and "no-such-set" not in err
+    assert main(["distill", "--student", "mc9", "--teacher", str(tmp_path / "t.pt"), "--data",
+                 f"ucf101:{missing}", "--out", str(tmp_path / "d")]) == 2
+    assert "--student: unknown model 'mc9'" in capsys.readouterr().err

@@ -22,7 +22,8 @@ def run_probe(args: argparse.Namespace) -> int:
         try:
             info = probe(path)
         except (FileNotFoundError, VideoDecodeError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            # The one error format of the command line; the other files are still probed.
+            print(f"c3d-distill: error: {exc}", file=sys.stderr)
             failed += 1
             continue
         if args.json:
@@ -34,4 +35,4 @@ def run_probe(args: argparse.Namespace) -> int:
             f"{info['path']}\n  {info['codec']} {info['width']}x{info['height']} @ {info['fps']:.3f} fps, "
             f"{info['num_frames']} frames, {info['duration']:.2f} s\n  keyframes: {shown}"
         )
-    return 1 if failed else 0
+    return 2 if failed else 0

@@ -113,6 +113,12 @@ class RunConfig:
 
         if self.mode not in MODES:
             bad("mode", f"{self.mode!r} is not one of {MODES}")
+        from ..models import list_models  # the names, before any data is read
+
+        known = list_models()
+        if self.model not in known:
+            flag = "student" if self.mode == "distill" else "model"
+            bad(flag, f"unknown model {self.model!r}; known: {', '.join(known)}")
         if self.loss not in LOSSES:
             bad("loss", f"{self.loss!r} is not one of {LOSSES}")
         if self.init not in INITS and (self.mode == "train" or (resumed is None and not Path(self.init).exists())):
