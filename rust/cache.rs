@@ -252,6 +252,7 @@ mod tests {
             },
             frame_pts: (0..frames as i64).collect(),
             time_base: (1, 25),
+            start_pts: 0,
             pts_reliable: true,
             stream_index: 0,
             video_stream: 0,

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use numpy::ndarray::{ArrayViewD, IxDyn};
-use numpy::{Element, PyArray, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    Element, PyArray, PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
+};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
@@ -161,6 +163,20 @@ fn probe_exact<'py>(
 ) -> PyResult<Bound<'py, PyDict>> {
     let index = index_with(py, &path, stream.as_ref(), threads, cache::exact_index)?;
     index_dict(py, &index)
+}
+
+/// frame_times(path, *, threads=None, stream=None) -> float64 array: each frame's presentation
+/// time in seconds from the stream's start, in frame order, from the same cached index as `probe`.
+#[pyfunction]
+#[pyo3(signature = (path, *, threads=None, stream=None))]
+fn frame_times<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<i64>,
+    stream: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let index = index_with(py, &path, stream.as_ref(), threads, cache::index)?;
+    Ok(PyArray1::from_vec(py, index.times()))
 }
 
 /// Forget every cached video index and free the recycled batch buffers.
@@ -539,6 +555,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VideoDecodeError", m.py().get_type::<VideoDecodeError>())?;
     m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(probe_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(frame_times, m)?)?;
     m.add_function(wrap_pyfunction!(read_clips, m)?)?;
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;

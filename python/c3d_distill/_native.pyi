@@ -43,6 +43,13 @@ def probe_exact(
 ) -> dict[str, Any]:
     """Like ``probe``, from an index built by decoding every frame once."""
 
+def frame_times(
+    path: str | os.PathLike[str], *, threads: int | None = None, stream: int | None = None
+) -> np.ndarray:
+    """Each frame's presentation time in seconds from the stream's start, in frame order, as a
+    float64 array (``VideoReader.pts``), from the same cached index as ``probe`` (same arguments,
+    same errors)."""
+
 def read_clips(
     clips: list[tuple[str, list[int]]],
     *,

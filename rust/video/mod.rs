@@ -38,9 +38,13 @@ pub struct VideoIndex {
     /// Indices (presentation order) of the frames that are keyframes.
     pub keyframes: Vec<usize>,
     /// Best-effort presentation timestamp of every frame, in the stream's time base, in frame order.
+    /// A frame the decoder gives no timestamp gets the previous one's plus one frame period.
     pub frame_pts: Vec<i64>,
     /// The stream's time base as (num, den).
     pub time_base: (i32, i32),
+    /// The stream's start time in its time base (0 where the container does not say): frame times
+    /// in seconds count from it, as `ffmpeg -ss` does.
+    pub start_pts: i64,
     /// `frame_pts` are the timestamps the decoder itself gives each frame, all present and strictly
     /// increasing, so a frame decoded after a seek can be numbered by looking its timestamp up. When
     /// false the reader never seeks: it decodes from the start and counts.
@@ -59,6 +63,26 @@ pub struct VideoIndex {
 /// Upper bound on consecutive demux/decode errors of damaged data, after which the video is taken
 /// to end (see `probe`). A corrupt file can make every read fail; this keeps it from spinning.
 const MAX_CONSECUTIVE_ERRORS: usize = 64;
+
+impl VideoIndex {
+    /// Each frame's presentation time in seconds from the stream's start, in frame order: the
+    /// exact rational `(pts - start) * num / den` rounded once, so that a time that is a decimal
+    /// number of seconds (1.2 s in a 1/12800 time base) is the same double as the literal `1.2`.
+    pub fn times(&self) -> Vec<f64> {
+        let (num, den) = self.time_base;
+        if den == 0 {
+            return vec![0.0; self.frame_pts.len()];
+        }
+        // In i128: a damaged file's timestamps may lie far enough apart to overflow i64.
+        self.frame_pts
+            .iter()
+            .map(|&p| {
+                let ticks = (i128::from(p) - i128::from(self.start_pts)) * i128::from(num);
+                ticks as f64 / f64::from(den)
+            })
+            .collect()
+    }
+}
 
 /// How `av_read_frame` / `avcodec_send_packet` reads a packet: `read_packet`, or a stand-in that
 /// injects errors (tests).
@@ -110,6 +134,7 @@ fn probe_reading(
     read: &mut ReadPacket,
 ) -> Result<VideoIndex> {
     let mut opened = open(path, stream)?;
+    let (start, period) = start_and_period(&opened);
     let mut dec = decoder(path, &opened, threads.max(1))?;
     let codec = dec
         .codec()
@@ -128,13 +153,14 @@ fn probe_reading(
     let mut drain =
         |dec: &mut ffmpeg::decoder::Video, frame_pts: &mut Vec<i64>, key_flags: &mut Vec<bool>| {
             while dec.receive_frame(&mut frame).is_ok() {
-                // Frames without any timestamp get the next integer after the previous one, so that the
-                // index stays strictly ordered.
+                // A frame without any timestamp (the last B-frame of an MPEG-4 AVI, say) is
+                // taken to follow the previous one by a frame period, which keeps the index
+                // strictly ordered and the frame's time in seconds close to the truth.
                 let ts = match frame.timestamp() {
                     Some(t) => t,
                     None => {
                         missing_pts = true;
-                        frame_pts.last().map_or(0, |p| p + 1)
+                        frame_pts.last().map_or(start, |p| p.saturating_add(period))
                     }
                 };
                 frame_pts.push(ts);
@@ -220,6 +246,31 @@ fn probe_reading(
     Ok(index)
 }
 
+/// The selected stream's start time (0 when unknown) and one frame period (at least 1), both in
+/// its time base.
+fn start_and_period(opened: &Opened) -> (i64, i64) {
+    let Some(stream) = opened.input.stream(opened.stream_index) else {
+        return (0, 1);
+    };
+    let start = match stream.start_time() {
+        ffmpeg::ffi::AV_NOPTS_VALUE => 0,
+        s => s,
+    };
+    let tb = opened.time_base;
+    let rate = [stream.avg_frame_rate(), stream.rate()]
+        .into_iter()
+        .find(|r| r.numerator() > 0 && r.denominator() > 0);
+    let period = match rate {
+        Some(r) if tb.numerator() > 0 && tb.denominator() > 0 => {
+            let ticks = f64::from(tb.denominator()) * f64::from(r.denominator())
+                / (f64::from(tb.numerator()) * f64::from(r.numerator()));
+            (ticks.round() as i64).max(1)
+        }
+        _ => 1,
+    };
+    (start, period)
+}
+
 /// Container-level facts (fps, duration) around a frame list, shared by both ways of indexing.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish_index(
@@ -294,6 +345,7 @@ pub(super) fn finish_index(
         keyframes,
         frame_pts,
         time_base: (tb.numerator(), tb.denominator()),
+        start_pts: start_and_period(opened).0,
         pts_reliable,
         stream_index: opened.stream_index,
         video_stream: opened.video_stream,
@@ -346,6 +398,12 @@ pub(crate) mod tests {
         assert_eq!(idx.codec, "h264");
         assert!((idx.fps - 25.0).abs() < 1e-9);
         assert!(idx.frame_pts.windows(2).all(|w| w[0] < w[1]));
+        // 25 fps: frame i at i / 25 s, each the double of the decimal literal.
+        let times = idx.times();
+        assert_eq!(
+            (times[0], times[1], times[10], times[39]),
+            (0.0, 0.04, 0.4, 1.56)
+        );
     }
 
     #[test]

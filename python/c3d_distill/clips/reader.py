@@ -222,9 +222,10 @@ class VideoReader:
     """Random access to the frames of one video, by frame number.
 
     Opening reads the video's index once per process (cached by path, stream, modification time and
-    size): ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``.
-    ``stream`` picks the video stream as in :func:`read_clips` (``None``: FFmpeg's best); the one read
-    is ``self.stream``, its position among the file's video streams.
+    size): ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``;
+    ``pts`` (each frame's time) on first use. ``stream`` picks the video stream as in
+    :func:`read_clips` (``None``: FFmpeg's best); the one read is ``self.stream``, its position
+    among the file's video streams.
     """
 
     def __init__(self, path: str | os.PathLike, *, stream: int | None = None):
@@ -240,6 +241,7 @@ class VideoReader:
         self.duration: float = info["duration"]
         self.codec: str = info["codec"]
         self.keyframes: list[int] = info["keyframes"]
+        self._pts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.num_frames
@@ -247,6 +249,23 @@ class VideoReader:
     def __repr__(self) -> str:
         return (f"VideoReader({self.path!r}, {self.num_frames} frames, {self.width}x{self.height}, "
                 f"{self.fps:.3g} fps, {self.codec})")
+
+    @property
+    def pts(self) -> np.ndarray:
+        """Each frame's presentation time in seconds, in frame order (``pts[i]`` is when frame ``i``
+        is shown), as a read-only float64 array of ``num_frames`` values, strictly increasing.
+
+        The timestamps the decoder gives the frames (FFmpeg's best-effort timestamps, ffprobe's
+        ``best_effort_timestamp_time``; its ``pts_time`` where that is given), counted from the
+        stream's start time as ``ffmpeg -ss`` counts them (for most files the start is 0, and these
+        are ffprobe's values). A frame without a timestamp is placed one frame period after the
+        previous one. Variable frame rates are kept as they are: ``pts[i]`` is not ``i / fps``.
+        """
+        if self._pts is None:
+            pts = _native.frame_times(self.path, stream=self._stream)
+            pts.flags.writeable = False  # shared by every caller of this reader
+            self._pts = pts
+        return self._pts
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None,
                    threads: int | None = None) -> np.ndarray:
