@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _native
 from ..checks import integer
+from .times import end_of, frames_at, seconds_arg
 
 __all__ = ["VideoReader", "read_clips"]
 
@@ -219,7 +220,7 @@ def read_clips(
 
 
 class VideoReader:
-    """Random access to the frames of one video, by frame number.
+    """Random access to the frames of one video, by frame number or by time.
 
     Opening reads the video's index once per process (cached by path, stream, modification time and
     size): ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``;
@@ -266,6 +267,33 @@ class VideoReader:
             pts.flags.writeable = False  # shared by every caller of this reader
             self._pts = pts
         return self._pts
+
+    def _end(self) -> float:
+        return end_of(self.pts, self.duration, self.fps)
+
+    def index_at(self, seconds: float | Sequence[float] | np.ndarray) -> int | list[int]:
+        """The number of the frame on screen at each time in ``seconds``: the last frame whose time in
+        ``pts`` is at or before it (a time up to 1 µs earlier counts too, so that computed times such
+        as ``i / fps`` land on the frame they name). Times before the first frame give frame 0. An
+        ``int`` for one number, a list for a sequence or 1-D array.
+
+        The video lasts until ``duration``, or until its last frame's time plus the interval before
+        it when that is later; a time after that, a negative one or one not finite (``nan``,
+        ``inf``) is a ``ValueError`` naming ``seconds`` and the value.
+        """
+        times, single = seconds_arg(seconds)
+        idx = frames_at(self.pts, times, self._end(), self.path).tolist()
+        return idx[0] if single else idx
+
+    def get_frames_at(self, seconds: float | Sequence[float] | np.ndarray, size: tuple[int, int] | None = None,
+                      threads: int | None = None) -> np.ndarray:
+        """The frames on screen at ``seconds`` (a number or a sequence; any order, repeats allowed) as
+        ``(N, H, W, 3)`` uint8 RGB, as ``get_frames(index_at(seconds))``: see :meth:`index_at` for
+        which frame a time gives and for the errors, :meth:`get_frames` for ``size`` and
+        ``threads``."""
+        times, _ = seconds_arg(seconds)
+        idx = frames_at(self.pts, times, self._end(), self.path).tolist()
+        return self.get_frames(idx, size=size, threads=threads)
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None,
                    threads: int | None = None) -> np.ndarray:
