@@ -1,5 +1,6 @@
-//! In-process cache of video indexes, keyed by path and checked against the file's modification time
-//! and size on every use (a stat call), so a file replaced on disk is indexed again.
+//! In-process cache of video indexes, keyed by path and video stream and checked against the file's
+//! modification time and size on every use (a stat call), so a file replaced on disk is indexed
+//! again.
 //!
 //! A loader visits each video once per epoch; without the cache every visit would re-read the
 //! packets (or decode the whole video, for `probe`'s exact index). Bounded by bytes (`MAX_BYTES`)
@@ -25,6 +26,9 @@ const MAX_ENTRIES: usize = 100_000;
 
 type Stamp = (Option<SystemTime>, u64);
 
+/// A file and the video stream asked of it (`None`: FFmpeg's best), as `video::open` takes them.
+type Key = (PathBuf, Option<usize>);
+
 struct Entry {
     stamp: Stamp,
     index: Arc<VideoIndex>,
@@ -34,13 +38,13 @@ struct Entry {
     bytes: usize,
 }
 
-/// The indexes by path, with their insertion order for eviction.
+/// The indexes by key, with their insertion order for eviction.
 #[derive(Default)]
 struct Cache {
-    map: HashMap<PathBuf, Entry>,
-    /// (seq, path), oldest first. An item whose seq is not its path's entry's any more (the path was
+    map: HashMap<Key, Entry>,
+    /// (seq, key), oldest first. An item whose seq is not its key's entry's any more (the key was
     /// stored again since) is stale and skipped.
-    order: VecDeque<(u64, PathBuf)>,
+    order: VecDeque<(u64, Key)>,
     next_seq: u64,
     /// Sum of the entries' `bytes`.
     bytes: usize,
@@ -51,8 +55,8 @@ struct Cache {
 fn cost(path: &Path, index: &VideoIndex) -> usize {
     std::mem::size_of::<VideoIndex>()
         + std::mem::size_of::<Entry>()
-        + std::mem::size_of::<(u64, PathBuf)>()
-        + 2 * std::mem::size_of::<PathBuf>()
+        + std::mem::size_of::<(u64, Key)>()
+        + 2 * std::mem::size_of::<Key>()
         + 2 * path.as_os_str().len()
         + index.path.as_os_str().len()
         + index.codec.capacity()
@@ -61,35 +65,35 @@ fn cost(path: &Path, index: &VideoIndex) -> usize {
 }
 
 impl Cache {
-    fn get(&self, path: &Path, stamp: &Stamp) -> Option<Arc<VideoIndex>> {
+    fn get(&self, key: &Key, stamp: &Stamp) -> Option<Arc<VideoIndex>> {
         self.map
-            .get(path)
+            .get(key)
             .filter(|e| e.stamp == *stamp)
             .map(|e| e.index.clone())
     }
 
-    /// Keep `index` for `path`, then drop the oldest entries while over `max_bytes` or
+    /// Keep `index` for `key`, then drop the oldest entries while over `max_bytes` or
     /// `max_entries`. An index larger than `max_bytes` on its own is not kept (it would only push
     /// every other entry out).
     fn insert(
         &mut self,
-        path: &Path,
+        key: &Key,
         stamp: Stamp,
         index: Arc<VideoIndex>,
         max_bytes: usize,
         max_entries: usize,
     ) {
-        if let Some(old) = self.map.remove(path) {
+        if let Some(old) = self.map.remove(key) {
             self.bytes -= old.bytes;
         }
-        let bytes = cost(path, &index);
+        let bytes = cost(&key.0, &index);
         if bytes > max_bytes {
             return;
         }
         let seq = self.next_seq;
         self.next_seq += 1;
         self.map.insert(
-            path.to_path_buf(),
+            key.clone(),
             Entry {
                 stamp,
                 index,
@@ -97,7 +101,7 @@ impl Cache {
                 bytes,
             },
         );
-        self.order.push_back((seq, path.to_path_buf()));
+        self.order.push_back((seq, key.clone()));
         self.bytes += bytes;
         while self.bytes > max_bytes || self.map.len() > max_entries {
             let Some((seq, p)) = self.order.pop_front() else {
@@ -108,11 +112,11 @@ impl Cache {
                 self.bytes -= e.bytes;
             }
         }
-        // Stale items pile up when paths are stored again (an exact index replacing one read from
+        // Stale items pile up when keys are stored again (an exact index replacing one read from
         // the packets): rebuild the order from the entries once they outnumber the live ones.
         if self.order.len() > 2 * self.map.len() + 64 {
-            let mut live: Vec<(u64, PathBuf)> =
-                self.map.iter().map(|(p, e)| (e.seq, p.clone())).collect();
+            let mut live: Vec<(u64, Key)> =
+                self.map.iter().map(|(k, e)| (e.seq, k.clone())).collect();
             live.sort_unstable_by_key(|x| x.0);
             self.order = live.into();
         }
@@ -143,21 +147,21 @@ fn stamp(path: &Path) -> Result<Stamp> {
     }
 }
 
-fn lookup(path: &Path, stamp: &Stamp) -> Option<Arc<VideoIndex>> {
+fn lookup(key: &Key, stamp: &Stamp) -> Option<Arc<VideoIndex>> {
     // A poisoned lock only means another thread panicked while holding it; the map is still valid.
     cache()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .get(path, stamp)
+        .get(key, stamp)
 }
 
-fn store(path: &Path, stamp: Stamp, mut index: VideoIndex) -> Arc<VideoIndex> {
+fn store(key: &Key, stamp: Stamp, mut index: VideoIndex) -> Arc<VideoIndex> {
     // The vectors grew by pushing: give back their spare capacity before they are kept.
     index.frame_pts.shrink_to_fit();
     index.keyframes.shrink_to_fit();
     let index = Arc::new(index);
     cache().lock().unwrap_or_else(|e| e.into_inner()).insert(
-        path,
+        key,
         stamp,
         index.clone(),
         MAX_BYTES,
@@ -166,30 +170,43 @@ fn store(path: &Path, stamp: Stamp, mut index: VideoIndex) -> Arc<VideoIndex> {
     index
 }
 
-/// The index of `path`: from the cache, else read from the packets when they can be trusted
-/// (`video::index_packets`), else by decoding (`video::probe`, with `threads` decoder threads).
-/// `cancel` stops either at its next packet (`ClipError::Interrupted`).
-pub fn index(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<Arc<VideoIndex>> {
+/// The index of video stream `stream` of `path` (as `video::open` selects it): from the cache, else
+/// read from the packets when they can be trusted (`video::index_packets`), else by decoding
+/// (`video::probe`, with `threads` decoder threads). `cancel` stops either at its next packet
+/// (`ClipError::Interrupted`).
+pub fn index(
+    path: &Path,
+    stream: Option<usize>,
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
-    if let Some(idx) = lookup(path, &st) {
+    let key = (path.to_path_buf(), stream);
+    if let Some(idx) = lookup(&key, &st) {
         return Ok(idx);
     }
-    let idx = match video::index_packets(path, cancel)? {
+    let idx = match video::index_packets(path, stream, cancel)? {
         Some(idx) => idx,
-        None => video::probe(path, threads, cancel)?,
+        None => video::probe(path, stream, threads, cancel)?,
     };
-    Ok(store(path, st, idx))
+    Ok(store(&key, st, idx))
 }
 
-/// The exact index of `path` (every frame decoded once, with `threads` decoder threads), replacing a
-/// packet-based one in the cache.
-pub fn exact_index(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<Arc<VideoIndex>> {
+/// The exact index of `stream` of `path` (every frame decoded once, with `threads` decoder
+/// threads), replacing a packet-based one in the cache.
+pub fn exact_index(
+    path: &Path,
+    stream: Option<usize>,
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<Arc<VideoIndex>> {
     let st = stamp(path)?;
-    if let Some(idx) = lookup(path, &st).filter(|i| i.exact) {
+    let key = (path.to_path_buf(), stream);
+    if let Some(idx) = lookup(&key, &st).filter(|i| i.exact) {
         return Ok(idx);
     }
-    let idx = video::probe(path, threads, cancel)?;
-    Ok(store(path, st, idx))
+    let idx = video::probe(path, stream, threads, cancel)?;
+    Ok(store(&key, st, idx))
 }
 
 /// Forget every cached index (tests; or after rewriting files in place within the same second).
@@ -235,8 +252,10 @@ mod tests {
             },
             frame_pts: (0..frames as i64).collect(),
             time_base: (1, 25),
+            start_pts: 0,
             pts_reliable: true,
             stream_index: 0,
+            video_stream: 0,
             codec_id: codec::Id::H264,
             exact: true,
         })
@@ -245,11 +264,11 @@ mod tests {
     #[test]
     fn bytes_are_bounded_and_the_oldest_go_first() {
         let st: Stamp = (None, 1);
-        let p = |i: usize| PathBuf::from(format!("/videos/{i}.mp4"));
-        let one = cost(&p(0), &index(1000, false));
+        let p = |i: usize| (PathBuf::from(format!("/videos/{i}.mp4")), None);
+        let one = cost(&p(0).0, &index(1000, false));
         assert!((8000..9000).contains(&one), "{one}");
         // Intra-only: a keyframe per frame, twice the bytes.
-        assert!(cost(&p(0), &index(1000, true)) > 16_000);
+        assert!(cost(&p(0).0, &index(1000, true)) > 16_000);
         let mut c = Cache::default();
         let budget = 3 * one + one / 2;
         for i in 0..5 {

@@ -90,7 +90,7 @@ impl<'a> Session<'a> {
         let opened = if header_only {
             video::open_indexed(path, index)?
         } else {
-            video::open(path)?
+            video::open(path, Some(index.video_stream))?
         };
         let dec = video::decoder(path, &opened, threads)?;
         Ok(Session {
@@ -146,7 +146,7 @@ impl<'a> Session<'a> {
 
     /// Start over from the first byte with counting (reopening is the only seek every file supports).
     fn restart(&mut self) -> Result<()> {
-        self.opened = video::open(self.path)?;
+        self.opened = video::open(self.path, Some(self.index.video_stream))?;
         self.dec = video::decoder(self.path, &self.opened, self.threads)?;
         self.mode = Mode::Counting { next: 0 };
         self.allow_seek = false;

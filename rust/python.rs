@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use numpy::ndarray::{ArrayViewD, IxDyn};
-use numpy::{Element, PyArray, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods};
+use numpy::{
+    Element, PyArray, PyArray1, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArrayMethods,
+};
 
 use pyo3::create_exception;
 use pyo3::exceptions::{
     PyFileNotFoundError, PyKeyboardInterrupt, PyMemoryError, PyRuntimeError, PyValueError,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBool, PyDict};
 
 use crate::buffers::{self, Recyclable};
 use crate::cache;
@@ -77,19 +79,48 @@ fn index_dict<'py>(py: Python<'py>, index: &VideoIndex) -> PyResult<Bound<'py, P
     d.set_item("duration", index.duration)?;
     d.set_item("codec", &index.codec)?;
     d.set_item("keyframes", &index.keyframes)?;
+    d.set_item("stream", index.video_stream)?;
     Ok(d)
 }
 
-/// The index of `path` as `probe`/`probe_exact` return it. A video indexed by decoding gets
-/// `threads` decoder threads, by default the cores this process may use, 1 to `MAX_DECODER_THREADS`
-/// either way: one video is indexed at a time here, so its decoder may use every core (a
-/// `read_clips` call shares them out).
-fn probe_with<'py>(
-    py: Python<'py>,
+/// `stream` as Python gives it: `None`, or a video stream's position among the file's video streams.
+/// Taken as any object so that a wrong type or a huge number is a ValueError naming `stream` (not a
+/// TypeError or OverflowError from the conversion).
+fn stream_arg(stream: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
+    let Some(s) = stream.filter(|s| !s.is_none()) else {
+        return Ok(None);
+    };
+    let shown = s
+        .repr()
+        .map_or_else(|_| "?".to_string(), |r| r.to_string_lossy().into_owned());
+    let n = if s.is_instance_of::<PyBool>() {
+        None
+    } else {
+        s.extract::<i64>().ok()
+    };
+    match n {
+        Some(n) if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
+        _ => Err(PyValueError::new_err(format!(
+            "stream: expected None or a video stream's position (0 for the first), got {shown:.100}"
+        ))),
+    }
+}
+
+/// How an index is built when it is not cached: `cache::index` or `cache::exact_index`.
+type Build = fn(&Path, Option<usize>, usize, &AtomicBool) -> Result<Arc<VideoIndex>, ClipError>;
+
+/// The index of video stream `stream` of `path`, for `probe`, `probe_exact` and `frame_times`. A
+/// video indexed by decoding gets `threads` decoder threads, by default the cores this process may
+/// use, 1 to `MAX_DECODER_THREADS` either way: one video is indexed at a time here, so its decoder
+/// may use every core (a `read_clips` call shares them out).
+fn index_with(
+    py: Python<'_>,
     path: &Path,
+    stream: Option<&Bound<'_, PyAny>>,
     threads: Option<i64>,
-    build: fn(&Path, usize, &AtomicBool) -> Result<Arc<VideoIndex>, ClipError>,
-) -> PyResult<Bound<'py, PyDict>> {
+    build: Build,
+) -> PyResult<Arc<VideoIndex>> {
+    let stream = stream_arg(stream)?;
     let n = match threads {
         None => threads::default_threads(),
         Some(t) if t >= 1 => usize::try_from(t).unwrap_or(usize::MAX),
@@ -100,26 +131,52 @@ fn probe_with<'py>(
         }
     }
     .min(MAX_DECODER_THREADS);
-    let index = interruptible(py, &path.display().to_string(), |cancel| {
-        build(path, n, cancel)
-    })?;
+    interruptible(py, &path.display().to_string(), |cancel| {
+        build(path, stream, n, cancel)
+    })
+}
+
+/// probe(path, *, threads=None, stream=None) -> dict with width, height, fps, num_frames, duration,
+/// codec, keyframes, stream. Cached per process (path, stream, mtime, size); read from the packets
+/// when they can be trusted, else by decoding with `threads` decoder threads.
+#[pyfunction]
+#[pyo3(signature = (path, *, threads=None, stream=None))]
+fn probe<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<i64>,
+    stream: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let index = index_with(py, &path, stream.as_ref(), threads, cache::index)?;
     index_dict(py, &index)
 }
 
-/// probe(path, *, threads=None) -> dict with width, height, fps, num_frames, duration, codec,
-/// keyframes. Cached per process (path, mtime, size); read from the packets when they can be trusted,
-/// else by decoding with `threads` decoder threads.
+/// probe_exact(path, *, threads=None, stream=None) -> the same dict, from an index built by
+/// decoding every frame.
 #[pyfunction]
-#[pyo3(signature = (path, *, threads=None))]
-fn probe(py: Python<'_>, path: PathBuf, threads: Option<i64>) -> PyResult<Bound<'_, PyDict>> {
-    probe_with(py, &path, threads, cache::index)
+#[pyo3(signature = (path, *, threads=None, stream=None))]
+fn probe_exact<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<i64>,
+    stream: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let index = index_with(py, &path, stream.as_ref(), threads, cache::exact_index)?;
+    index_dict(py, &index)
 }
 
-/// probe_exact(path, *, threads=None) -> the same dict, from an index built by decoding every frame.
+/// frame_times(path, *, threads=None, stream=None) -> float64 array: each frame's presentation
+/// time in seconds from the stream's start, in frame order, from the same cached index as `probe`.
 #[pyfunction]
-#[pyo3(signature = (path, *, threads=None))]
-fn probe_exact(py: Python<'_>, path: PathBuf, threads: Option<i64>) -> PyResult<Bound<'_, PyDict>> {
-    probe_with(py, &path, threads, cache::exact_index)
+#[pyo3(signature = (path, *, threads=None, stream=None))]
+fn frame_times<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    threads: Option<i64>,
+    stream: Option<Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let index = index_with(py, &path, stream.as_ref(), threads, cache::index)?;
+    Ok(PyArray1::from_vec(py, index.times()))
 }
 
 /// Forget every cached video index and free the recycled batch buffers.
@@ -232,7 +289,7 @@ fn interruptible<T: Send>(
 /// The Rust side of `read_clips` (arguments already normalised by `clips/reader.py`).
 /// Returns `(array, ok_positions, failed)` with `failed = [(position, path, kind, message)]`.
 #[pyfunction]
-#[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip))]
+#[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip, stream=None))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn read_clips<'py>(
     py: Python<'py>,
@@ -249,6 +306,7 @@ fn read_clips<'py>(
     std: Option<[f32; 3]>,
     threads: Option<usize>,
     skip: bool,
+    stream: Option<Bound<'py, PyAny>>,
 ) -> PyResult<(
     Bound<'py, PyAny>,
     Vec<usize>,
@@ -310,6 +368,7 @@ fn read_clips<'py>(
         },
         mean: mean.unwrap_or([0.0; 3]),
         std: std.unwrap_or([1.0; 3]),
+        stream: stream_arg(stream.as_ref())?,
     };
     // The default is the cores, within MAX_THREADS even on a machine with more.
     let threads = threads.unwrap_or_else(|| threads::default_threads().min(MAX_THREADS));
@@ -496,6 +555,7 @@ fn native_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("VideoDecodeError", m.py().get_type::<VideoDecodeError>())?;
     m.add_function(wrap_pyfunction!(probe, m)?)?;
     m.add_function(wrap_pyfunction!(probe_exact, m)?)?;
+    m.add_function(wrap_pyfunction!(frame_times, m)?)?;
     m.add_function(wrap_pyfunction!(read_clips, m)?)?;
     m.add_function(wrap_pyfunction!(clear_cache, m)?)?;
     m.add_function(wrap_pyfunction!(cache_len, m)?)?;

@@ -44,30 +44,76 @@ def encode(
     return path
 
 
-def ffprobe_count(path: str | os.PathLike) -> dict:
-    """What ``ffprobe -count_frames`` says about the first video stream."""
+def ffprobe_count(path: str | os.PathLike, stream: int = 0) -> dict:
+    """What ``ffprobe -count_frames`` says about video stream ``stream`` (the first by default)."""
     out = subprocess.run(
-        [FFPROBE, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries",
+        [FFPROBE, "-v", "error", "-select_streams", f"v:{stream}", "-count_frames", "-show_entries",
          "stream=width,height,nb_read_frames,codec_name,avg_frame_rate", "-of", "json", str(path)],
         check=True, capture_output=True, text=True,
     ).stdout
     return json.loads(out)["streams"][0]
 
 
-def ffmpeg_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+def ffmpeg_frames(path: str | os.PathLike, size: tuple[int, int] | None = None, stream: int | None = None
+                  ) -> np.ndarray:
     """All frames as ``ffmpeg -i f -fps_mode passthrough -f rawvideo -pix_fmt rgb24 -`` numbers them:
     (N, H, W, 3) uint8. Passthrough: every decoded frame once, none duplicated or dropped to make a
     constant rate (which would renumber variable-frame-rate video). ``size`` = (height, width) scales
-    with FFmpeg's default (bicubic) scaler."""
-    info = ffprobe_count(path)
+    with FFmpeg's default (bicubic) scaler. ``stream`` maps video stream ``stream`` (``-map 0:v:N``);
+    ``None`` is FFmpeg's own choice (the first video stream of the files made here)."""
+    info = ffprobe_count(path, stream or 0)
     w, h = int(info["width"]), int(info["height"])
     cmd = [FFMPEG, "-v", "error", "-i", str(path)]
+    if stream is not None:
+        cmd += ["-map", f"0:v:{stream}"]
     if size is not None:
         h, w = size
         cmd += ["-vf", f"scale={w}:{h}"]
     cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     raw = subprocess.run(cmd, check=True, capture_output=True).stdout
     return np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+
+
+def ffprobe_times(path: str | os.PathLike, stream: int = 0) -> tuple[list[float | None], list[float | None], float]:
+    """Per frame of video stream ``stream``, in display order: ffprobe's ``pts_time`` and
+    ``best_effort_timestamp_time`` (``None`` where it prints N/A), and the stream's ``start_time``
+    (0 where unknown)."""
+    def run(entries: str) -> str:
+        return subprocess.run([FFPROBE, "-v", "error", "-select_streams", f"v:{stream}", "-show_entries", entries,
+                               "-of", "json", str(path)], check=True, capture_output=True, text=True).stdout
+
+    def seconds(v):
+        return None if v in (None, "N/A") else float(v)
+
+    frames = json.loads(run("frame=pts_time,best_effort_timestamp_time"))["frames"]
+    start = seconds(json.loads(run("stream=start_time"))["streams"][0].get("start_time"))
+    return ([seconds(f.get("pts_time")) for f in frames],
+            [seconds(f.get("best_effort_timestamp_time")) for f in frames], start or 0.0)
+
+
+def ffmpeg_frame_at(path: str | os.PathLike, seconds: float, stream: int | None = None) -> np.ndarray:
+    """The one frame ``ffmpeg -i f -ss T -frames:v 1`` gives, as (H, W, 3) uint8 RGB: the first frame
+    whose time (from the start of the file) is at or after ``T``, found by decoding (``-ss`` after
+    ``-i`` is exact)."""
+    info = ffprobe_count(path, stream or 0)
+    w, h = int(info["width"]), int(info["height"])
+    cmd = [FFMPEG, "-v", "error", "-i", str(path), "-ss", f"{seconds:.9f}"]
+    if stream is not None:
+        cmd += ["-map", f"0:v:{stream}"]
+    cmd += ["-frames:v", "1", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, check=True, capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(h, w, 3)
+
+
+def two_streams(path: str | os.PathLike, frames: int = 20) -> Path:
+    """An MP4 with two H.264 video streams: 0 is 160x120 colour bars, 1 is a 320x240 test pattern with
+    one frame fewer (so that their frame counts tell them apart too)."""
+    path = Path(path)
+    subprocess.run([FFMPEG, "-y", "-v", "error", "-f", "lavfi", "-i", "smptebars=size=160x120:rate=25", "-f", "lavfi",
+                    "-i", "testsrc2=size=320x240:rate=25", "-map", "0:v", "-map", "1:v", "-frames:v:0", str(frames),
+                    "-frames:v:1", str(frames - 1), "-c:v", "libx264", "-g", "10", "-pix_fmt", "yuv420p", str(path)],
+                   check=True)
+    return path
 
 
 def broken_files(folder: str | os.PathLike, good_mp4: Path) -> dict[str, Path]:

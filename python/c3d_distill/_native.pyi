@@ -21,19 +21,34 @@ MAX_DECODER_THREADS: int
 class VideoDecodeError(RuntimeError):
     """A video file exists but cannot be decoded; the message names the file and the cause."""
 
-def probe(path: str | os.PathLike[str], *, threads: int | None = None) -> dict[str, Any]:
-    """Index a video (cached per process by path, modification time and size).
+def probe(
+    path: str | os.PathLike[str], *, threads: int | None = None, stream: int | None = None
+) -> dict[str, Any]:
+    """Index video stream ``stream`` of a file (cached per process by path, stream, modification time
+    and size). ``stream`` is the position among the file's video streams (0 the first, as
+    ``-map 0:v:0``); ``None`` is the one FFmpeg rates best.
 
     Returns ``width``, ``height``, ``fps``, ``num_frames`` (frames that decode), ``duration``
-    (seconds), ``codec`` (FFmpeg's short name), ``keyframes`` (frame indices) and ``path``. The index
+    (seconds), ``codec`` (FFmpeg's short name), ``keyframes`` (frame indices), ``stream`` (the
+    position of the stream read among the video streams) and ``path``. The index
     is read from the packets when the codec and container make them one frame each (checked against
     every frame later decoded), else by decoding every frame once with ``threads`` decoder threads
     (default: the cores available; 1 to ``MAX_DECODER_THREADS``).
-    Raises FileNotFoundError for a missing path and VideoDecodeError for anything unreadable.
+    Raises FileNotFoundError for a missing path, VideoDecodeError for anything unreadable and
+    ValueError (naming ``stream`` and the file) for a ``stream`` the file does not have.
     """
 
-def probe_exact(path: str | os.PathLike[str], *, threads: int | None = None) -> dict[str, Any]:
+def probe_exact(
+    path: str | os.PathLike[str], *, threads: int | None = None, stream: int | None = None
+) -> dict[str, Any]:
     """Like ``probe``, from an index built by decoding every frame once."""
+
+def frame_times(
+    path: str | os.PathLike[str], *, threads: int | None = None, stream: int | None = None
+) -> np.ndarray:
+    """Each frame's presentation time in seconds from the stream's start, in frame order, as a
+    float64 array (``VideoReader.pts``), from the same cached index as ``probe`` (same arguments,
+    same errors)."""
 
 def read_clips(
     clips: list[tuple[str, list[int]]],
@@ -50,10 +65,11 @@ def read_clips(
     std: list[float] | None,
     threads: int | None,
     skip: bool,
+    stream: int | None = None,
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str, str, str]]]:
     """Read clips into one batch (see ``c3d_distill.clips.read_clips``).
 
-    ``flip``: 0 never, 1 always, 2 random. Returns ``(array, ok_positions, failed)`` with
+    ``flip``: 0 never, 1 always, 2 random. ``stream`` as for ``probe``, for every clip. Returns ``(array, ok_positions, failed)`` with
     ``failed = [(position, path, exception class name, message)]`` (empty unless ``skip``).
     Raises ``MemoryError`` (naming the shape and bytes) when the batch or a frame buffer cannot be
     allocated, and ``ValueError`` for a side of ``size``/``crop`` above ``MAX_SIDE`` (or ``size``

@@ -50,7 +50,7 @@ pub fn read_clips(
                     return Err(ClipError::Interrupted);
                 }
                 catch_unwind(AssertUnwindSafe(|| {
-                    cache::index(&g.path, index_threads, cancel)
+                    cache::index(&g.path, spec.stream, index_threads, cancel)
                 }))
                 .unwrap_or_else(|p| {
                     Err(ClipError::decode(
@@ -511,7 +511,8 @@ fn decode_with_retries(
                 if route.header_only {
                     route.header_only = false;
                 } else if !index.exact {
-                    index = cache::exact_index(path, ctx.decoder_threads, ctx.cancel)?;
+                    index =
+                        cache::exact_index(path, ctx.spec.stream, ctx.decoder_threads, ctx.cancel)?;
                 } else if route.seek {
                     route.seek = false;
                 } else {

@@ -38,6 +38,8 @@ pub struct Spec {
     pub dtype: DType,
     pub mean: [f32; 3],
     pub std: [f32; 3],
+    /// The video stream read from every file, as `video::open` selects it (`None`: FFmpeg's best).
+    pub stream: Option<usize>,
 }
 
 impl Default for Spec {
@@ -52,6 +54,7 @@ impl Default for Spec {
             dtype: DType::U8,
             mean: [0.0; 3],
             std: [1.0; 3],
+            stream: None,
         }
     }
 }

@@ -17,6 +17,7 @@ import numpy as np
 
 from .. import _native
 from ..checks import integer
+from .times import end_of, frames_at, seconds_arg
 
 __all__ = ["VideoReader", "read_clips"]
 
@@ -94,6 +95,11 @@ def _triple(value: Any, arg: str) -> list[float] | None:
     return v
 
 
+def _stream(value: Any) -> int | None:
+    """A video stream's position among the file's video streams (0 the first), or None."""
+    return None if value is None else integer(value, "stream", minimum=0)
+
+
 def read_clips(
     clips: Sequence[tuple[str | os.PathLike, Sequence[int]]],
     *,
@@ -108,6 +114,7 @@ def read_clips(
     std: Sequence[float] | None = None,
     threads: int | None = None,
     on_error: str = "raise",
+    stream: int | None = None,
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Decode many clips into one array.
 
@@ -124,6 +131,11 @@ def read_clips(
     later batch once the array and every view or tensor of it are gone (``_native.clear_cache()`` frees
     the kept ones). An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
     folded input of the 2D students, without a copy.
+
+    ``stream`` picks the video stream every clip is read from: its position among the file's video
+    streams (``0`` the first, as ``ffmpeg -map 0:v:0``); ``None`` (default) is the one FFmpeg rates
+    best, which the ``ffmpeg`` command reads by default. A file with fewer video streams fails with
+    a ``ValueError`` naming ``stream`` and the file.
 
     ``size`` and ``crop`` sides are at most ``MAX_SIDE``, and a fixed ``size`` must be within
     FFmpeg's image limit (``8 * (w + 128) * (h + 128) < 2**31 - 1``).
@@ -195,11 +207,12 @@ def read_clips(
         raise ValueError(f"threads: {threads_n} is more than {MAX_THREADS}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error: {on_error!r} is not 'raise' or 'skip'")
+    stream_n = _stream(stream)
 
     array, ok, failed = _native.read_clips(
         requests, size=fixed_size, short_side=short_side, crop=crop_hw, random_crop=crop_mode == "random",
         flip=flip_code, seed=seed, layout=layout, dtype=dtype, mean=mean_v, std=std_v, threads=threads_n,
-        skip=on_error == "skip",
+        skip=on_error == "skip", stream=stream_n,
     )
     if on_error == "raise":
         return array
@@ -207,15 +220,21 @@ def read_clips(
 
 
 class VideoReader:
-    """Random access to the frames of one video, by frame number.
+    """Random access to the frames of one video, by frame number or by time.
 
-    Opening reads the video's index once per process (cached by path, modification time and size):
-    ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``.
+    Opening reads the video's index once per process (cached by path, stream, modification time and
+    size): ``num_frames``, ``fps``, ``width``, ``height``, ``duration``, ``codec`` and ``keyframes``;
+    ``pts`` (each frame's time) on first use. ``stream`` picks the video stream as in
+    :func:`read_clips` (``None``: FFmpeg's best); the one read is ``self.stream``, its position
+    among the file's video streams.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, stream: int | None = None):
         self.path = os.fspath(path)
-        info = _native.probe(self.path)
+        # Kept as asked: the index cache knows a video by the stream as asked for.
+        self._stream = _stream(stream)
+        info = _native.probe(self.path, stream=self._stream)
+        self.stream: int = info["stream"]
         self.num_frames: int = info["num_frames"]
         self.fps: float = info["fps"]
         self.width: int = info["width"]
@@ -223,6 +242,7 @@ class VideoReader:
         self.duration: float = info["duration"]
         self.codec: str = info["codec"]
         self.keyframes: list[int] = info["keyframes"]
+        self._pts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.num_frames
@@ -230,6 +250,50 @@ class VideoReader:
     def __repr__(self) -> str:
         return (f"VideoReader({self.path!r}, {self.num_frames} frames, {self.width}x{self.height}, "
                 f"{self.fps:.3g} fps, {self.codec})")
+
+    @property
+    def pts(self) -> np.ndarray:
+        """Each frame's presentation time in seconds, in frame order (``pts[i]`` is when frame ``i``
+        is shown), as a read-only float64 array of ``num_frames`` values, strictly increasing.
+
+        The timestamps the decoder gives the frames (FFmpeg's best-effort timestamps, ffprobe's
+        ``best_effort_timestamp_time``; its ``pts_time`` where that is given), counted from the
+        stream's start time as ``ffmpeg -ss`` counts them (for most files the start is 0, and these
+        are ffprobe's values). A frame without a timestamp is placed one frame period after the
+        previous one. Variable frame rates are kept as they are: ``pts[i]`` is not ``i / fps``.
+        """
+        if self._pts is None:
+            pts = _native.frame_times(self.path, stream=self._stream)
+            pts.flags.writeable = False  # shared by every caller of this reader
+            self._pts = pts
+        return self._pts
+
+    def _end(self) -> float:
+        return end_of(self.pts, self.duration, self.fps)
+
+    def index_at(self, seconds: float | Sequence[float] | np.ndarray) -> int | list[int]:
+        """The number of the frame on screen at each time in ``seconds``: the last frame whose time in
+        ``pts`` is at or before it (a time up to 1 µs earlier counts too, so that computed times such
+        as ``i / fps`` land on the frame they name). Times before the first frame give frame 0. An
+        ``int`` for one number, a list for a sequence or 1-D array.
+
+        The video lasts until ``duration``, or until its last frame's time plus the interval before
+        it when that is later; a time after that, a negative one or one not finite (``nan``,
+        ``inf``) is a ``ValueError`` naming ``seconds`` and the value.
+        """
+        times, single = seconds_arg(seconds)
+        idx = frames_at(self.pts, times, self._end(), self.path).tolist()
+        return idx[0] if single else idx
+
+    def get_frames_at(self, seconds: float | Sequence[float] | np.ndarray, size: tuple[int, int] | None = None,
+                      threads: int | None = None) -> np.ndarray:
+        """The frames on screen at ``seconds`` (a number or a sequence; any order, repeats allowed) as
+        ``(N, H, W, 3)`` uint8 RGB, as ``get_frames(index_at(seconds))``: see :meth:`index_at` for
+        which frame a time gives and for the errors, :meth:`get_frames` for ``size`` and
+        ``threads``."""
+        times, _ = seconds_arg(seconds)
+        idx = frames_at(self.pts, times, self._end(), self.path).tolist()
+        return self.get_frames(idx, size=size, threads=threads)
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None,
                    threads: int | None = None) -> np.ndarray:
@@ -251,7 +315,7 @@ class VideoReader:
         if not idx:
             return np.empty((0, h, w, 3), np.uint8)
         out = read_clips([(self.path, idx)], size=None if size is None else (h, w), crop=None,
-                         layout="NTHWC", dtype="uint8", threads=threads)
+                         layout="NTHWC", dtype="uint8", threads=threads, stream=self._stream)
         return out[0]
 
     def __getitem__(self, i: int) -> np.ndarray:

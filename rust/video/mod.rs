@@ -1,175 +1,24 @@
-//! Opening a video and indexing it: the true frame count, each frame's presentation timestamp and
-//! the keyframes, read once by decoding the whole stream (what `ffprobe -count_frames` does).
+//! Indexing a video: the true frame count, each frame's presentation timestamp and the keyframes,
+//! read once by decoding the whole stream (what `ffprobe -count_frames` does), or from the packets
+//! where they can be trusted (`packets`). `open` opens a file and selects its video stream.
 //!
 //! Frame `i` is the `i`-th frame the decoder outputs when decoding from the start, which is the
 //! numbering of `ffmpeg -i f -f rawvideo -pix_fmt rgb24 -` (passthrough: no frame is dropped or
 //! duplicated). The decode planner maps frames it decodes after a seek back to these indices
 //! through their timestamps.
+mod open;
+mod packets;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
 
-use ffmpeg::{codec, format, media, Rational};
+use ffmpeg::{codec, format, Rational};
 use ffmpeg_next as ffmpeg;
 
 use crate::error::{ClipError, Result};
 
-static INIT: Once = Once::new();
-
-/// Initialise FFmpeg once per process. FFmpeg's own log is silenced unless `C3D_DISTILL_FFMPEG_LOG`
-/// is set (to `error`, `warning`, `info` or `debug`): our errors carry the cause themselves, and a
-/// data set with a few broken files should not flood the training log.
-pub fn init() {
-    INIT.call_once(|| {
-        let _ = ffmpeg::init();
-        let level = match std::env::var("C3D_DISTILL_FFMPEG_LOG").as_deref() {
-            Ok("debug") => ffmpeg::util::log::Level::Debug,
-            Ok("info") => ffmpeg::util::log::Level::Info,
-            Ok("warning") => ffmpeg::util::log::Level::Warning,
-            Ok("error") => ffmpeg::util::log::Level::Error,
-            _ => ffmpeg::util::log::Level::Quiet,
-        };
-        ffmpeg::util::log::set_level(level);
-    });
-}
-
-/// Demuxers that accept almost any bytes and "decode" them as pictures. A text file would be read by
-/// the ANSI-art demuxer as a video of rendered characters; for a video loader that is a wrong file.
-const REFUSED_DEMUXERS: &[&str] = &["tty"];
-
-/// An opened container with its best video stream selected.
-pub struct Opened {
-    pub input: format::context::Input,
-    pub stream_index: usize,
-    pub time_base: Rational,
-}
-
-/// Open `path` and pick its video stream, with every failure turned into a `ClipError` naming the file.
-pub fn open(path: &Path) -> Result<Opened> {
-    init();
-    if !path.exists() {
-        return Err(ClipError::NotFound {
-            path: path.to_path_buf(),
-        });
-    }
-    if path.is_dir() {
-        return Err(ClipError::decode(path, "is a directory, not a video file"));
-    }
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() == 0 => return Err(ClipError::decode(path, "empty file (0 bytes)")),
-        Err(e) => return Err(ClipError::decode(path, format!("cannot read: {e}"))),
-        _ => {}
-    }
-    let input = format::input(path)
-        .map_err(|e| ClipError::decode(path, format!("not a readable video container ({e})")))?;
-    let demuxer = input.format().name().to_string();
-    if REFUSED_DEMUXERS.contains(&demuxer.as_str()) {
-        return Err(ClipError::decode(
-            path,
-            format!("not a video: FFmpeg recognises it only as '{demuxer}' (text)"),
-        ));
-    }
-    let stream = input.streams().best(media::Type::Video).ok_or_else(|| {
-        ClipError::decode(
-            path,
-            format!(
-                "no video stream (container '{demuxer}' has {} other stream(s))",
-                input.streams().count()
-            ),
-        )
-    })?;
-    let stream_index = stream.index();
-    let time_base = stream.time_base();
-    Ok(Opened {
-        input,
-        stream_index,
-        time_base,
-    })
-}
-
-/// Demuxers whose header alone describes the video stream (codec, size, extradata, time base), so
-/// that a file already indexed can be opened for decoding without `avformat_find_stream_info`,
-/// which decodes frames to probe the streams (for H.264 in MP4 it costs more than decoding a clip).
-const HEADER_DEMUXERS: &[&str] = &["avi", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"];
-
-/// Open an indexed video for decoding: the container header only when it agrees with the index
-/// (same stream, codec and frame size), else as `open`.
-pub fn open_indexed(path: &Path, index: &VideoIndex) -> Result<Opened> {
-    use std::os::unix::ffi::OsStrExt;
-    init();
-    let Ok(c_path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return open(path);
-    };
-    let mut ctx = std::ptr::null_mut();
-    // SAFETY: ctx starts null as avformat_open_input requires; on failure it frees and nulls it.
-    let ret = unsafe {
-        ffmpeg::ffi::avformat_open_input(
-            &mut ctx,
-            c_path.as_ptr(),
-            std::ptr::null(),
-            std::ptr::null_mut(),
-        )
-    };
-    if ret < 0 || ctx.is_null() {
-        return open(path); // gives the error its full cause
-    }
-    // SAFETY: ctx is an opened input context; Input closes it on drop.
-    let input = unsafe { format::context::Input::wrap(ctx) };
-    if !HEADER_DEMUXERS.contains(&input.format().name()) {
-        return open(path);
-    }
-    let Some(stream) = input.stream(index.stream_index) else {
-        return open(path);
-    };
-    let par = stream.parameters();
-    // SAFETY: the parameters belong to a stream of the open input.
-    let (w, h) = unsafe { ((*par.as_ptr()).width, (*par.as_ptr()).height) };
-    if par.medium() != media::Type::Video || par.id() != index.codec_id || w <= 0 || h <= 0 {
-        return open(path);
-    }
-    let time_base = stream.time_base();
-    if (time_base.numerator(), time_base.denominator()) != index.time_base {
-        return open(path);
-    }
-    Ok(Opened {
-        input,
-        stream_index: index.stream_index,
-        time_base,
-    })
-}
-
-/// Read the next packet into `packet`, releasing the one it held: `av_read_frame` overwrites its
-/// argument without unreferencing it, so reusing a packet with ffmpeg-next's `Packet::read` leaks
-/// every packet's buffer (measured: ~10 KB per opened video).
-pub fn read_packet(
-    packet: &mut ffmpeg::Packet,
-    input: &mut format::context::Input,
-) -> std::result::Result<(), ffmpeg::Error> {
-    use ffmpeg::packet::Mut;
-    // SAFETY: the packet is valid; unref leaves it blank, as av_read_frame expects.
-    unsafe { ffmpeg::ffi::av_packet_unref(packet.as_mut_ptr()) };
-    packet.read(input)
-}
-
-/// A decoder for the selected stream. `threads` = 1 keeps one clip on one core, which is what the
-/// batch reader wants (it parallelises across clips); 0 lets FFmpeg choose.
-pub fn decoder(path: &Path, opened: &Opened, threads: usize) -> Result<ffmpeg::decoder::Video> {
-    let stream = opened
-        .input
-        .stream(opened.stream_index)
-        .ok_or_else(|| ClipError::decode(path, "video stream vanished"))?;
-    let mut ctx = codec::context::Context::from_parameters(stream.parameters())
-        .map_err(|e| ClipError::decode(path, format!("bad codec parameters ({e})")))?;
-    ctx.set_threading(codec::threading::Config {
-        kind: codec::threading::Type::Frame,
-        count: threads,
-        ..Default::default()
-    });
-    let id = ctx.id();
-    ctx.decoder()
-        .video()
-        .map_err(|e| ClipError::decode(path, format!("no decoder for codec {id:?} ({e})")))
-}
+pub use open::{decoder, init, open, open_indexed, read_packet, Opened};
+pub use packets::index_packets;
 
 /// What `probe` returns, plus what the decode planner needs (`frame_pts`).
 #[derive(Debug, Clone, PartialEq)]
@@ -189,15 +38,21 @@ pub struct VideoIndex {
     /// Indices (presentation order) of the frames that are keyframes.
     pub keyframes: Vec<usize>,
     /// Best-effort presentation timestamp of every frame, in the stream's time base, in frame order.
+    /// A frame the decoder gives no timestamp gets the previous one's plus one frame period.
     pub frame_pts: Vec<i64>,
     /// The stream's time base as (num, den).
     pub time_base: (i32, i32),
+    /// The stream's start time in its time base (0 where the container does not say): frame times
+    /// in seconds count from it, as `ffmpeg -ss` does.
+    pub start_pts: i64,
     /// `frame_pts` are the timestamps the decoder itself gives each frame, all present and strictly
     /// increasing, so a frame decoded after a seek can be numbered by looking its timestamp up. When
     /// false the reader never seeks: it decodes from the start and counts.
     pub pts_reliable: bool,
-    /// The video stream's index in the container, and its codec (for `open_indexed`).
+    /// The video stream's index in the container, its position among the container's video
+    /// streams, and its codec (for `open_indexed`).
     pub stream_index: usize,
+    pub video_stream: usize,
     pub codec_id: codec::Id,
     /// Built by decoding every frame (the ground truth). When false it was read from the packets
     /// alone (`index_packets`); the reader checks each frame it decodes against it and rebuilds the
@@ -208,6 +63,26 @@ pub struct VideoIndex {
 /// Upper bound on consecutive demux/decode errors of damaged data, after which the video is taken
 /// to end (see `probe`). A corrupt file can make every read fail; this keeps it from spinning.
 const MAX_CONSECUTIVE_ERRORS: usize = 64;
+
+impl VideoIndex {
+    /// Each frame's presentation time in seconds from the stream's start, in frame order: the
+    /// exact rational `(pts - start) * num / den` rounded once, so that a time that is a decimal
+    /// number of seconds (1.2 s in a 1/12800 time base) is the same double as the literal `1.2`.
+    pub fn times(&self) -> Vec<f64> {
+        let (num, den) = self.time_base;
+        if den == 0 {
+            return vec![0.0; self.frame_pts.len()];
+        }
+        // In i128: a damaged file's timestamps may lie far enough apart to overflow i64.
+        self.frame_pts
+            .iter()
+            .map(|&p| {
+                let ticks = (i128::from(p) - i128::from(self.start_pts)) * i128::from(num);
+                ticks as f64 / f64::from(den)
+            })
+            .collect()
+    }
+}
 
 /// How `av_read_frame` / `avcodec_send_packet` reads a packet: `read_packet`, or a stand-in that
 /// injects errors (tests).
@@ -220,7 +95,8 @@ type ReadPacket<'a> = dyn FnMut(
 /// Index `path` by decoding every frame once, with `threads` FFmpeg decoder threads (the caller's
 /// share of its threads: not 0, which would let FFmpeg start up to 16 per video even in a
 /// DataLoader worker reading with one thread, on each of the thread pool's workers at once).
-/// `cancel` set (Ctrl-C) stops it at the next packet with `ClipError::Interrupted`.
+/// `stream` selects the video stream as `open` does. `cancel` set (Ctrl-C) stops it at the next
+/// packet with `ClipError::Interrupted`.
 ///
 /// Errors, and where the video ends:
 /// - a read error that says nothing about the file's bytes (an I/O error, out of memory, anything
@@ -232,8 +108,13 @@ type ReadPacket<'a> = dyn FnMut(
 ///   truncated download ends (the demuxer fails on each packet past the cut): its index holds the
 ///   frames before, which decode the same way every time (one thread), so it is exact and cached.
 ///   (The `ffmpeg` command stops at a file's first read error of any kind.)
-pub fn probe(path: &Path, threads: usize, cancel: &AtomicBool) -> Result<VideoIndex> {
-    probe_reading(path, threads, cancel, &mut read_packet)
+pub fn probe(
+    path: &Path,
+    stream: Option<usize>,
+    threads: usize,
+    cancel: &AtomicBool,
+) -> Result<VideoIndex> {
+    probe_reading(path, stream, threads, cancel, &mut read_packet)
 }
 
 /// The error for a failure that is not the file's data (see `probe`).
@@ -247,11 +128,13 @@ fn not_the_data(path: &Path, what: &str, frames: usize, e: ffmpeg::Error) -> Cli
 /// `probe` reading its packets through `read`.
 fn probe_reading(
     path: &Path,
+    stream: Option<usize>,
     threads: usize,
     cancel: &AtomicBool,
     read: &mut ReadPacket,
 ) -> Result<VideoIndex> {
-    let mut opened = open(path)?;
+    let mut opened = open(path, stream)?;
+    let (start, period) = start_and_period(&opened);
     let mut dec = decoder(path, &opened, threads.max(1))?;
     let codec = dec
         .codec()
@@ -270,13 +153,14 @@ fn probe_reading(
     let mut drain =
         |dec: &mut ffmpeg::decoder::Video, frame_pts: &mut Vec<i64>, key_flags: &mut Vec<bool>| {
             while dec.receive_frame(&mut frame).is_ok() {
-                // Frames without any timestamp get the next integer after the previous one, so that the
-                // index stays strictly ordered.
+                // A frame without any timestamp (the last B-frame of an MPEG-4 AVI, say) is
+                // taken to follow the previous one by a frame period, which keeps the index
+                // strictly ordered and the frame's time in seconds close to the truth.
                 let ts = match frame.timestamp() {
                     Some(t) => t,
                     None => {
                         missing_pts = true;
-                        frame_pts.last().map_or(0, |p| p + 1)
+                        frame_pts.last().map_or(start, |p| p.saturating_add(period))
                     }
                 };
                 frame_pts.push(ts);
@@ -362,113 +246,34 @@ fn probe_reading(
     Ok(index)
 }
 
-/// Codecs whose packets in a file-based container are one shown frame each, so the packets alone
-/// number the frames the way decoding does: H.264/HEVC access units, MPEG-4 part 2 without B-frames
-/// (checked below: packed B-frames break this), intra-only codecs, and VP9/AV1 whose hidden frames
-/// the WebM/MP4 mappings require to be packed with a shown one.
-const PACKET_INDEXED_CODECS: &[codec::Id] = &[
-    codec::Id::H264,
-    codec::Id::HEVC,
-    codec::Id::MPEG4,
-    codec::Id::MJPEG,
-    codec::Id::VP9,
-    codec::Id::AV1,
-    codec::Id::MPEG1VIDEO,
-    codec::Id::MPEG2VIDEO,
-    codec::Id::PRORES,
-    codec::Id::FFV1,
-    codec::Id::RAWVIDEO,
-];
-
-/// Index `path` from its packets alone (no decoding: the cost of reading the file), or `Ok(None)`
-/// when the packets cannot be trusted to number frames like the decoder: an unlisted codec, a
-/// packet without a timestamp or marked corrupt/discard, duplicate timestamps, a read error, or a
-/// first frame (in presentation order) that is not a keyframe. The caller then uses `probe`.
-///
-/// Such an index has `exact = false`: the reader compares every frame it decodes with it and falls
-/// back to `probe` on the first disagreement. `cancel` as for `probe`.
-pub fn index_packets(path: &Path, cancel: &AtomicBool) -> Result<Option<VideoIndex>> {
-    let mut opened = open(path)?;
-    let (id, width, height, video_delay) = {
-        let stream = opened
-            .input
-            .stream(opened.stream_index)
-            .expect("stream index checked in open()");
-        let par = stream.parameters();
-        // SAFETY: the parameters belong to a stream of the open input and outlive this block.
-        let raw = unsafe { &*par.as_ptr() };
-        (par.id(), raw.width, raw.height, raw.video_delay)
+/// The selected stream's start time (0 when unknown) and one frame period (at least 1), both in
+/// its time base.
+fn start_and_period(opened: &Opened) -> (i64, i64) {
+    let Some(stream) = opened.input.stream(opened.stream_index) else {
+        return (0, 1);
     };
-    if !PACKET_INDEXED_CODECS.contains(&id) || width <= 0 || height <= 0 {
-        return Ok(None);
-    }
-    if id == codec::Id::MPEG4 && video_delay > 0 {
-        return Ok(None); // B-frames: AVI gives no pts and "packed bitstream" packets hold two frames.
-    }
-    let demuxer = opened.input.format().name().to_string();
-    if demuxer.contains("h264")
-        || demuxer.contains("hevc")
-        || demuxer.contains("mpegts")
-        || demuxer.contains("mpeg")
-    {
-        // Raw elementary streams and MPEG-PS/TS carry partial or estimated timestamps.
-        return Ok(None);
-    }
-    let mut packets: Vec<(i64, bool)> = Vec::new();
-    let mut packet = ffmpeg::Packet::empty();
-    loop {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(ClipError::Interrupted);
+    let start = match stream.start_time() {
+        ffmpeg::ffi::AV_NOPTS_VALUE => 0,
+        s => s,
+    };
+    let tb = opened.time_base;
+    let rate = [stream.avg_frame_rate(), stream.rate()]
+        .into_iter()
+        .find(|r| r.numerator() > 0 && r.denominator() > 0);
+    let period = match rate {
+        Some(r) if tb.numerator() > 0 && tb.denominator() > 0 => {
+            let ticks = f64::from(tb.denominator()) * f64::from(r.denominator())
+                / (f64::from(tb.numerator()) * f64::from(r.numerator()));
+            (ticks.round() as i64).max(1)
         }
-        match read_packet(&mut packet, &mut opened.input) {
-            Ok(()) => {
-                if packet.stream() != opened.stream_index {
-                    continue;
-                }
-                let flags = packet.flags();
-                if packet.is_corrupt()
-                    || (flags.bits() & ffmpeg::ffi::AV_PKT_FLAG_DISCARD) != 0
-                    || packet.size() == 0
-                {
-                    return Ok(None);
-                }
-                match packet.pts() {
-                    Some(pts) => packets.push((pts, packet.is_key())),
-                    None => return Ok(None),
-                }
-            }
-            Err(ffmpeg::Error::Eof) => break,
-            Err(_) => return Ok(None),
-        }
-    }
-    if packets.is_empty() {
-        return Ok(None);
-    }
-    packets.sort_unstable_by_key(|p| p.0);
-    if packets.windows(2).any(|w| w[0].0 == w[1].0) || !packets[0].1 {
-        return Ok(None);
-    }
-    let codec = ffmpeg::decoder::find(id)
-        .map(|c| c.name().to_string())
-        .unwrap_or_else(|| format!("{id:?}").to_lowercase());
-    let frame_pts: Vec<i64> = packets.iter().map(|p| p.0).collect();
-    let key_flags: Vec<bool> = packets.iter().map(|p| p.1).collect();
-    Ok(Some(finish_index(
-        path,
-        &opened,
-        codec,
-        width as u32,
-        height as u32,
-        frame_pts,
-        &key_flags,
-        true,
-        false,
-    )))
+        _ => 1,
+    };
+    (start, period)
 }
 
 /// Container-level facts (fps, duration) around a frame list, shared by both ways of indexing.
 #[allow(clippy::too_many_arguments)]
-fn finish_index(
+pub(super) fn finish_index(
     path: &Path,
     opened: &Opened,
     codec: String,
@@ -540,8 +345,10 @@ fn finish_index(
         keyframes,
         frame_pts,
         time_base: (tb.numerator(), tb.denominator()),
+        start_pts: start_and_period(opened).0,
         pts_reliable,
         stream_index: opened.stream_index,
+        video_stream: opened.video_stream,
         codec_id: stream.parameters().id(),
         exact,
     }
@@ -584,13 +391,19 @@ pub(crate) mod tests {
             "probe_h264.mp4",
             &["-frames:v", "40", "-c:v", "libx264", "-g", "10", "-bf", "2"],
         );
-        let idx = probe(&path, 1, &AtomicBool::new(false)).unwrap();
+        let idx = probe(&path, None, 1, &AtomicBool::new(false)).unwrap();
         assert_eq!(idx.num_frames, 40);
         assert_eq!((idx.width, idx.height), (320, 240));
         assert_eq!(idx.keyframes, vec![0, 10, 20, 30]);
         assert_eq!(idx.codec, "h264");
         assert!((idx.fps - 25.0).abs() < 1e-9);
         assert!(idx.frame_pts.windows(2).all(|w| w[0] < w[1]));
+        // 25 fps: frame i at i / 25 s, each the double of the decimal literal.
+        let times = idx.times();
+        assert_eq!(
+            (times[0], times[1], times[10], times[39]),
+            (0.0, 0.04, 0.4, 1.56)
+        );
     }
 
     #[test]
@@ -618,7 +431,7 @@ pub(crate) mod tests {
             (libc::ENOMEM, "Cannot allocate memory"),
         ] {
             let mut read = failing(ffmpeg::Error::Other { errno });
-            let err = probe_reading(&path, 1, &no, &mut read).unwrap_err();
+            let err = probe_reading(&path, None, 1, &no, &mut read).unwrap_err();
             let msg = err.to_string();
             assert!(matches!(err, ClipError::Decode { .. }), "{msg}");
             assert!(msg.contains("probe_read_errors.mp4"), "{msg}");
@@ -629,28 +442,48 @@ pub(crate) mod tests {
         }
         // Damaged data from packet 11 on (how a truncated download reads): the video ends there.
         let mut read = failing(ffmpeg::Error::InvalidData);
-        let idx = probe_reading(&path, 1, &no, &mut read).unwrap();
+        let idx = probe_reading(&path, None, 1, &no, &mut read).unwrap();
         assert_eq!(idx.num_frames, 10);
-        assert_eq!(probe(&path, 1, &no).unwrap().num_frames, 30);
+        assert_eq!(probe(&path, None, 1, &no).unwrap().num_frames, 30);
         // Cancelled: stops at once.
         let yes = AtomicBool::new(true);
-        assert!(matches!(probe(&path, 1, &yes), Err(ClipError::Interrupted)));
         assert!(matches!(
-            index_packets(&path, &yes),
+            probe(&path, None, 1, &yes),
             Err(ClipError::Interrupted)
         ));
+        assert!(matches!(
+            index_packets(&path, None, &yes),
+            Err(ClipError::Interrupted)
+        ));
+    }
+
+    #[test]
+    fn a_stream_beyond_the_files_is_an_argument_error() {
+        let path = make_video(
+            "probe_one_stream.mp4",
+            &["-frames:v", "5", "-c:v", "libx264"],
+        );
+        let no = AtomicBool::new(false);
+        assert_eq!(probe(&path, Some(0), 1, &no).unwrap().video_stream, 0);
+        match probe(&path, Some(1), 1, &no) {
+            Err(ClipError::InvalidArgument { arg, msg }) => {
+                assert_eq!(arg, "stream");
+                assert!(msg.contains("probe_one_stream.mp4"), "{msg}");
+            }
+            other => panic!("{:?}", other.map(|i| i.num_frames)),
+        }
     }
 
     #[test]
     fn missing_and_garbage_files_are_errors() {
         let no = AtomicBool::new(false);
         assert!(matches!(
-            probe(Path::new("/definitely/not/here.mp4"), 1, &no),
+            probe(Path::new("/definitely/not/here.mp4"), None, 1, &no),
             Err(ClipError::NotFound { .. })
         ));
         let junk = std::env::temp_dir().join(format!("c3d_junk_{}.avi", std::process::id()));
         std::fs::write(&junk, vec![7u8; 10_000]).unwrap();
-        let err = probe(&junk, 1, &no).unwrap_err();
+        let err = probe(&junk, None, 1, &no).unwrap_err();
         assert!(matches!(err, ClipError::Decode { .. }));
         assert!(err.to_string().contains("c3d_junk_"));
         std::fs::remove_file(junk).unwrap();
