@@ -2,8 +2,10 @@
 (``c3d_distill._native``).
 
 Frame ``i`` is the ``i``-th frame in presentation order, numbered as
-``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them. This module only checks and normalises the
-arguments; decoding, resizing, cropping and stacking happen in Rust with the GIL released.
+``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them; ``VideoReader.pts[i]`` is its time in
+seconds, and ``VideoReader.index_at`` finds the frame on screen at a time. This module only checks and
+normalises the arguments; decoding, resizing, cropping, channel order and stacking happen in Rust with
+the GIL released.
 """
 
 from __future__ import annotations
