@@ -24,5 +24,5 @@ mod python;
 
 pub use clips::{read_clips, Batch, ClipRequest, DType, Data, Flip, Spec};
 pub use error::{ClipError, Result};
-pub use transform::{Layout, Resize};
+pub use transform::{Channels, Layout, Resize};
 pub use video::{probe, VideoIndex};

@@ -26,7 +26,7 @@ use crate::clips::{self, ClipRequest, DType, Data, Flip, Spec};
 use crate::conv;
 use crate::error::{panic_message, ClipError};
 use crate::threads::{self, MAX_DECODER_THREADS, MAX_THREADS};
-use crate::transform::{Layout, Resize, MAX_SIDE};
+use crate::transform::{Channels, Layout, Resize, MAX_SIDE};
 use crate::video::VideoIndex;
 
 create_exception!(
@@ -289,7 +289,7 @@ fn interruptible<T: Send>(
 /// The Rust side of `read_clips` (arguments already normalised by `clips/reader.py`).
 /// Returns `(array, ok_positions, failed)` with `failed = [(position, path, kind, message)]`.
 #[pyfunction]
-#[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip, stream=None))]
+#[pyo3(signature = (clips, *, size, short_side, crop, random_crop, flip, seed, layout, dtype, mean, std, threads, skip, stream=None, channels="RGB"))]
 #[allow(clippy::too_many_arguments, clippy::type_complexity)]
 fn read_clips<'py>(
     py: Python<'py>,
@@ -307,6 +307,7 @@ fn read_clips<'py>(
     threads: Option<usize>,
     skip: bool,
     stream: Option<Bound<'py, PyAny>>,
+    channels: &str,
 ) -> PyResult<(
     Bound<'py, PyAny>,
     Vec<usize>,
@@ -357,6 +358,7 @@ fn read_clips<'py>(
         },
         seed,
         layout: Layout::parse(layout).map_err(to_py_err)?,
+        channels: Channels::parse(channels).map_err(to_py_err)?,
         dtype: match dtype {
             "uint8" => DType::U8,
             "float32" => DType::F32,

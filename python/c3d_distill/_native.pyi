@@ -66,11 +66,14 @@ def read_clips(
     threads: int | None,
     skip: bool,
     stream: int | None = None,
+    channels: str = "RGB",
 ) -> tuple[np.ndarray, list[int], list[tuple[int, str, str, str]]]:
     """Read clips into one batch (see ``c3d_distill.clips.read_clips``).
 
-    ``flip``: 0 never, 1 always, 2 random. ``stream`` as for ``probe``, for every clip. Returns ``(array, ok_positions, failed)`` with
-    ``failed = [(position, path, exception class name, message)]`` (empty unless ``skip``).
+    ``flip``: 0 never, 1 always, 2 random. ``stream`` as for ``probe``, for every clip.
+    ``channels``: ``"RGB"`` or ``"BGR"``, the order of the channel axis, which ``mean`` and ``std``
+    follow. Returns ``(array, ok_positions, failed)`` with ``failed = [(position, path, exception
+    class name, message)]`` (empty unless ``skip``).
     Raises ``MemoryError`` (naming the shape and bytes) when the batch or a frame buffer cannot be
     allocated, and ``ValueError`` for a side of ``size``/``crop`` above ``MAX_SIDE`` (or ``size``
     beyond FFmpeg's image limit) or ``threads`` above ``MAX_THREADS``.

@@ -438,7 +438,8 @@ fn read_group<T: Sample>(
         if scaler.run_fused(frame, region).map_err(decode_err)? {
             for &(_, mi, t) in here() {
                 let geom = &job.members[mi].geom;
-                scaler.write_fused(geom, t, ctx.t_len, ctx.spec.layout, &norm, outs[mi]);
+                let (layout, channels) = (ctx.spec.layout, ctx.spec.channels);
+                scaler.write_fused(geom, t, ctx.t_len, layout, channels, &norm, outs[mi]);
             }
             return Ok(());
         }
@@ -454,6 +455,7 @@ fn read_group<T: Sample>(
                 t,
                 ctx.t_len,
                 ctx.spec.layout,
+                ctx.spec.channels,
                 lut,
                 outs[mi],
             );

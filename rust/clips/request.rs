@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 use crate::error::ClipError;
-use crate::transform::{Layout, Resize};
+use crate::transform::{Channels, Layout, Resize};
 
 /// One clip: a video and the frames to take from it, in clip order (repeats allowed).
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct Spec {
     pub flip: Flip,
     pub seed: u64,
     pub layout: Layout,
+    /// Order of the channel axis; `mean` and `std` are in this order.
+    pub channels: Channels,
     pub dtype: DType,
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -51,6 +53,7 @@ impl Default for Spec {
             flip: Flip::Never,
             seed: 0,
             layout: Layout::Ncthw,
+            channels: Channels::Rgb,
             dtype: DType::U8,
             mean: [0.0; 3],
             std: [1.0; 3],

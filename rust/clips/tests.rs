@@ -140,3 +140,40 @@ fn reads_a_batch_and_reports_bad_clips() {
         Err(ClipError::NotFound { .. })
     ));
 }
+
+#[test]
+fn bgr_is_rgb_with_the_channel_axis_reversed() {
+    use crate::transform::{Channels, Layout};
+    let path = make_video(
+        "clips_bgr.avi",
+        &["-frames:v", "8", "-c:v", "mpeg4", "-q:v", "4"],
+    );
+    let clips = vec![ClipRequest {
+        path,
+        frames: vec![1, 5],
+    }];
+    let cancel = AtomicBool::new(false);
+    let (mean, std) = ([0.4, 0.3, 0.2], [0.2, 0.25, 0.5]);
+    let read = |channels, mean: [f32; 3], std: [f32; 3]| {
+        let spec = Spec {
+            layout: Layout::Ncthw,
+            dtype: DType::F32,
+            channels,
+            mean,
+            std,
+            ..Spec::default()
+        };
+        let b = read_clips(&clips, &spec, 2, false, &cancel).unwrap();
+        let Data::F32(v) = b.data else { panic!() };
+        v
+    };
+    let rgb = read(Channels::Rgb, mean, std);
+    let rev = |a: [f32; 3]| [a[2], a[1], a[0]];
+    let bgr = read(Channels::Bgr, rev(mean), rev(std));
+    // (N, C, T, H, W): channel c of the one clip is the c-th third of the buffer.
+    let third = rgb.len() / 3;
+    for c in 0..3 {
+        let out = &bgr[c * third..(c + 1) * third];
+        assert!(out == &rgb[(2 - c) * third..(3 - c) * third], "channel {c}");
+    }
+}

@@ -56,6 +56,37 @@ impl Layout {
     }
 }
 
+/// Order of the three colour channels along the output's channel axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channels {
+    #[default]
+    Rgb,
+    /// What OpenCV-trained models (and Caffe's C3D weights) take.
+    Bgr,
+}
+
+impl Channels {
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "RGB" => Ok(Channels::Rgb),
+            "BGR" => Ok(Channels::Bgr),
+            _ => Err(ClipError::invalid(
+                "channels",
+                format!("{s:?} is not 'RGB' or 'BGR'"),
+            )),
+        }
+    }
+
+    /// Three things in R, G, B order put in output order; as every order here is its own inverse,
+    /// also output order back to R, G, B.
+    pub fn arrange<X>(self, [r, g, b]: [X; 3]) -> [X; 3] {
+        match self {
+            Channels::Rgb => [r, g, b],
+            Channels::Bgr => [b, g, r],
+        }
+    }
+}
+
 /// How frames are resized before cropping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Resize {

@@ -9,7 +9,7 @@ use super::colour::{Norm, Sample, YuvTables};
 use super::geometry::{Geometry, Region};
 use super::image::RgbImage;
 use super::writer;
-use super::Layout;
+use super::{Channels, Layout};
 
 /// swscale from the decoder's frames to RGB24 at a fixed target size.
 ///
@@ -302,14 +302,17 @@ impl Scaler {
     }
 
     /// After `run_fused` returned true: write frame `t` of a clip of `t_len` frames into `out` (the
-    /// clip's part of the batch), cropped and flipped per `g`, in `layout`. The same values as
-    /// `run_region` + `write_frame` (`Sample::from_level` equals the lookup table's entry).
+    /// clip's part of the batch), cropped and flipped per `g`, in `layout` and `channels` order. The
+    /// same values as `run_region` + `write_frame` (`Sample::from_level` equals the lookup table's
+    /// entry).
+    #[allow(clippy::too_many_arguments)]
     pub fn write_fused<T: Sample>(
         &self,
         g: &Geometry,
         t: usize,
         t_len: usize,
         layout: Layout,
+        channels: Channels,
         norm: &Norm,
         out: &mut [T],
     ) {
@@ -321,7 +324,19 @@ impl Scaler {
         );
         // SAFETY: `mid` owns a valid AVFrame, allocated for dst_w × dst_h in a planar 8-bit 4:4:4
         // format (the tables exist only on that route), and the window lies inside it.
-        unsafe { writer::write_yuv_frame(&*mid.as_ptr(), tables, g, t, t_len, layout, norm, out) }
+        unsafe {
+            writer::write_yuv_frame(
+                &*mid.as_ptr(),
+                tables,
+                g,
+                t,
+                t_len,
+                layout,
+                channels,
+                norm,
+                out,
+            )
+        }
     }
 
     /// Build the contexts for `f`'s size, format and colours unless they already are.

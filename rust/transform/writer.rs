@@ -6,11 +6,32 @@ use ffmpeg_next::ffi;
 use super::colour::{yuv_rows, Lut, Norm, Sample, YuvTables};
 use super::geometry::Geometry;
 use super::image::RgbImage;
-use super::Layout;
+use super::{Channels, Layout};
 
 /// Write frame `t` of a clip of `t_len` frames from `img` into `out` (the clip's part of the batch),
-/// cropping and flipping per `g`, in `layout`.
+/// cropping and flipping per `g`, in `layout` and `channels` order. `lut[k]` converts the values of
+/// output channel `k` (so mean and std are in output order).
+#[allow(clippy::too_many_arguments)]
 pub fn write_frame<T: Copy>(
+    img: &RgbImage,
+    g: &Geometry,
+    t: usize,
+    t_len: usize,
+    layout: Layout,
+    channels: Channels,
+    lut: &Lut<T>,
+    out: &mut [T],
+) {
+    // One copy of the loops per channel order, with the source channel of each output channel a
+    // constant, so that the order costs nothing per pixel.
+    match channels {
+        Channels::Rgb => write_in::<T, 0, 1, 2>(img, g, t, t_len, layout, lut, out),
+        Channels::Bgr => write_in::<T, 2, 1, 0>(img, g, t, t_len, layout, lut, out),
+    }
+}
+
+/// `write_frame` with output channel k taken from RGB channel `Ck`.
+fn write_in<T: Copy, const C0: usize, const C1: usize, const C2: usize>(
     img: &RgbImage,
     g: &Geometry,
     t: usize,
@@ -28,15 +49,15 @@ pub fn write_frame<T: Copy>(
                 let src = &img.row(g.top + y)[g.left * 3..(g.left + w) * 3];
                 if g.flip {
                     for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3).rev()) {
-                        d[0] = lut[0][s[0] as usize];
-                        d[1] = lut[1][s[1] as usize];
-                        d[2] = lut[2][s[2] as usize];
+                        d[0] = lut[0][s[C0] as usize];
+                        d[1] = lut[1][s[C1] as usize];
+                        d[2] = lut[2][s[C2] as usize];
                     }
                 } else {
                     for (d, s) in dst.chunks_exact_mut(3).zip(src.chunks_exact(3)) {
-                        d[0] = lut[0][s[0] as usize];
-                        d[1] = lut[1][s[1] as usize];
-                        d[2] = lut[2][s[2] as usize];
+                        d[0] = lut[0][s[C0] as usize];
+                        d[1] = lut[1][s[C1] as usize];
+                        d[2] = lut[2][s[C2] as usize];
                     }
                 }
             }
@@ -52,19 +73,19 @@ pub fn write_frame<T: Copy>(
             for y in 0..h {
                 let src = &img.row(g.top + y)[g.left * 3..(g.left + w) * 3];
                 let o = y * w;
-                // Split borrows: three disjoint rows of the output.
-                let (r, g_, b) = three_rows(out, p0 + o, p1 + o, p2 + o, w);
+                // Split borrows: three disjoint rows of the output, one per output channel.
+                let (q0, q1, q2) = three_rows(out, p0 + o, p1 + o, p2 + o, w);
                 if g.flip {
                     for (x, s) in src.chunks_exact(3).rev().enumerate() {
-                        r[x] = lut[0][s[0] as usize];
-                        g_[x] = lut[1][s[1] as usize];
-                        b[x] = lut[2][s[2] as usize];
+                        q0[x] = lut[0][s[C0] as usize];
+                        q1[x] = lut[1][s[C1] as usize];
+                        q2[x] = lut[2][s[C2] as usize];
                     }
                 } else {
                     for (x, s) in src.chunks_exact(3).enumerate() {
-                        r[x] = lut[0][s[0] as usize];
-                        g_[x] = lut[1][s[1] as usize];
-                        b[x] = lut[2][s[2] as usize];
+                        q0[x] = lut[0][s[C0] as usize];
+                        q1[x] = lut[1][s[C1] as usize];
+                        q2[x] = lut[2][s[C2] as usize];
                     }
                 }
             }
@@ -87,7 +108,8 @@ fn three_rows<T>(
 }
 
 /// Frame `t` of a clip of `t_len` frames, converted from the YUV 4:4:4 `frame` with `tables` and
-/// written into `out` where `write_frame` would put it: the fused route, with no RGB image between.
+/// written into `out` where `write_frame` would put it, in `channels` order with `norm` in that
+/// order: the fused route, with no RGB image between.
 ///
 /// # Safety
 /// `frame` is a planar 8-bit frame whose three planes each hold rows `g.top..g.top + g.height` of at
@@ -100,6 +122,7 @@ pub(super) unsafe fn write_yuv_frame<T: Sample>(
     t: usize,
     t_len: usize,
     layout: Layout,
+    channels: Channels,
     norm: &Norm,
     out: &mut [T],
 ) {
@@ -123,7 +146,8 @@ pub(super) unsafe fn write_yuv_frame<T: Sample>(
         while s < w {
             let n = CHUNK.min(w - s);
             tables.levels(&yuv, s, n, &mut r, &mut gg, &mut b);
-            for (c, q) in [&r, &gg, &b].into_iter().enumerate() {
+            // Output channel c: the levels of the RGB channel `channels` puts there.
+            for (c, q) in channels.arrange([&r, &gg, &b]).into_iter().enumerate() {
                 let dst = &mut out[row_base + c * step_c..];
                 if step_x == 1 {
                     if g.flip {
@@ -178,23 +202,27 @@ mod tests {
         };
         let lut = identity_lut();
         let (t_len, t) = (2, 1);
-        let mut a = vec![0u8; 3 * t_len * 12];
-        let mut b = a.clone();
-        let mut c = a.clone();
-        write_frame(&img, &g, t, t_len, Layout::Ncthw, &lut, &mut a);
-        write_frame(&img, &g, t, t_len, Layout::Ntchw, &lut, &mut b);
-        write_frame(&img, &g, t, t_len, Layout::Nthwc, &lut, &mut c);
-        for ch in 0..3 {
-            for y in 0..3 {
-                for x in 0..4 {
-                    let src = img.row(1 + y)[(2 + (3 - x)) * 3 + ch];
-                    assert_eq!(a[((ch * t_len + t) * 3 + y) * 4 + x], src);
-                    assert_eq!(b[((t * 3 + ch) * 3 + y) * 4 + x], src);
-                    assert_eq!(c[((t * 3 + y) * 4 + x) * 3 + ch], src);
+        for channels in [Channels::Rgb, Channels::Bgr] {
+            let mut a = vec![0u8; 3 * t_len * 12];
+            let mut b = a.clone();
+            let mut c = a.clone();
+            write_frame(&img, &g, t, t_len, Layout::Ncthw, channels, &lut, &mut a);
+            write_frame(&img, &g, t, t_len, Layout::Ntchw, channels, &lut, &mut b);
+            write_frame(&img, &g, t, t_len, Layout::Nthwc, channels, &lut, &mut c);
+            for ch in 0..3 {
+                // Output channel ch holds RGB channel `rgb`.
+                let rgb = channels.arrange([0, 1, 2])[ch];
+                for y in 0..3 {
+                    for x in 0..4 {
+                        let src = img.row(1 + y)[(2 + (3 - x)) * 3 + rgb];
+                        assert_eq!(a[((ch * t_len + t) * 3 + y) * 4 + x], src);
+                        assert_eq!(b[((t * 3 + ch) * 3 + y) * 4 + x], src);
+                        assert_eq!(c[((t * 3 + y) * 4 + x) * 3 + ch], src);
+                    }
                 }
             }
+            // Frame 0 untouched.
+            assert!(a[..12].iter().all(|v| *v == 0));
         }
-        // Frame 0 untouched.
-        assert!(a[..12].iter().all(|v| *v == 0));
     }
 }

@@ -35,7 +35,7 @@ __all__ = ["ClipLoader"]
 log = logging.getLogger(__name__)
 
 SAMPLERS = ("random", "uniform", "center")
-READ_KWARGS = ("size", "crop", "crop_mode", "flip", "layout", "dtype", "mean", "std", "stream")
+READ_KWARGS = ("size", "crop", "crop_mode", "flip", "layout", "dtype", "mean", "std", "stream", "channels")
 _SHUTDOWN_WAIT_S = 30.0  # how long close() waits for a read in flight; the thread is a daemon anyway
 _POLL_S = 0.05  # how often a blocked producer/consumer re-checks the stop flag
 
@@ -80,7 +80,7 @@ class ClipLoader(IterableDataset):
     releases the GIL), so the next batch decodes while the model runs; ``prefetch=0`` reads in the
     consumer's thread. ``threads`` is passed to ``read_clips`` (``None``: all cores; inside a DataLoader
     worker ``None`` means 1). ``read_kwargs`` (``size, crop, crop_mode, flip, layout, dtype, mean, std,
-    stream``) go to ``read_clips`` unchanged; ``stream`` also picks the stream whose frames are counted. Random crops/flips are seeded per batch from
+    stream, channels``) go to ``read_clips`` unchanged; ``stream`` also picks the stream whose frames are counted. Random crops/flips are seeded per batch from
     ``(seed, epoch, rank, batch)``.
 
     Errors: ``on_error="raise"`` re-raises a reading error (FileNotFoundError, VideoDecodeError, ...) in
@@ -151,8 +151,11 @@ class ClipLoader(IterableDataset):
         self.on_error = on_error
         self.return_meta = bool(return_meta)
         self.read_kwargs = dict(read_kwargs)
-        if "stream" in self.read_kwargs:  # refused here rather than at the first batch
+        # Refused here rather than at the first batch.
+        if "stream" in self.read_kwargs:
             self.read_kwargs["stream"] = reader._stream(self.read_kwargs["stream"])
+        if "channels" in self.read_kwargs:
+            reader._channels(self.read_kwargs["channels"])
         self.epoch = 0
         self.skipped: list[dict] = []  # one entry per bad file (see the class docstring)
         self._skipped_by_path: dict[str, dict] = {}  # path -> its entry in self.skipped

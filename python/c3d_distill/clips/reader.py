@@ -2,8 +2,10 @@
 (``c3d_distill._native``).
 
 Frame ``i`` is the ``i``-th frame in presentation order, numbered as
-``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them. This module only checks and normalises the
-arguments; decoding, resizing, cropping and stacking happen in Rust with the GIL released.
+``ffmpeg -i f -f rawvideo -pix_fmt rgb24 -`` numbers them; ``VideoReader.pts[i]`` is its time in
+seconds, and ``VideoReader.index_at`` finds the frame on screen at a time. This module only checks and
+normalises the arguments; decoding, resizing, cropping, channel order and stacking happen in Rust with
+the GIL released.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ __all__ = ["VideoReader", "read_clips"]
 
 _LAYOUTS = ("NCTHW", "NTCHW", "NTHWC")
 _DTYPES = ("uint8", "float32")
+_CHANNELS = ("RGB", "BGR")
 
 # The limits are the Rust side's own (one source), checked here first so that a mistaken number is a
 # ValueError naming its argument before anything is decoded or allocated.
@@ -89,10 +92,16 @@ def _triple(value: Any, arg: str) -> list[float] | None:
     try:
         v = [float(x) for x in value]
     except (TypeError, ValueError):
-        raise ValueError(f"{arg}: expected 3 numbers (one per RGB channel, 0-1 scale), got {value!r}") from None
+        raise ValueError(f"{arg}: expected 3 numbers (one per channel, 0-1 scale), got {value!r}") from None
     if len(v) != 3:
-        raise ValueError(f"{arg}: expected 3 numbers (one per RGB channel, 0-1 scale), got {len(v)}")
+        raise ValueError(f"{arg}: expected 3 numbers (one per channel, 0-1 scale), got {len(v)}")
     return v
+
+
+def _channels(value: Any) -> str:
+    if value not in _CHANNELS:  # a str compared, never hashed: a list is refused, not a TypeError
+        raise ValueError(f"channels: {value!r:.100} is not 'RGB' or 'BGR'")
+    return value
 
 
 def _stream(value: Any) -> int | None:
@@ -115,6 +124,7 @@ def read_clips(
     threads: int | None = None,
     on_error: str = "raise",
     stream: int | None = None,
+    channels: str = "RGB",
 ) -> np.ndarray | tuple[np.ndarray, dict]:
     """Decode many clips into one array.
 
@@ -125,8 +135,11 @@ def read_clips(
     crop and flip are drawn per clip from ``(seed, position in clips)`` and shared by its frames.
 
     Returns an array of shape ``(N, 3, T, H, W)`` (``layout="NCTHW"``), ``(N, T, 3, H, W)``
-    (``"NTCHW"``) or ``(N, T, H, W, 3)`` (``"NTHWC"``), RGB, C-contiguous; ``uint8`` or ``float32``
-    (``x / 255``, then ``(x - mean[c]) / std[c]`` when given). The array's memory was written by
+    (``"NTCHW"``) or ``(N, T, H, W, 3)`` (``"NTHWC"``), C-contiguous; ``uint8`` or ``float32``
+    (``x / 255``, then ``(x - mean[c]) / std[c]`` when given). The channel axis is R, G, B, or B, G, R
+    with ``channels="BGR"`` (what OpenCV-trained models take), for every layout and dtype; ``mean``
+    and ``std`` are given in that same output order (``mean[0]`` is blue's with ``"BGR"``). The order
+    is made while the frames are written, at no cost. The array's memory was written by
     Rust and is shared by ``torch.from_numpy``; its ``.base`` is a ``BatchBuffer`` that recycles it for a
     later batch once the array and every view or tensor of it are gone (``_native.clear_cache()`` frees
     the kept ones). An ``NCTHW`` batch viewed as ``(N, 3 * T, H, W)`` is the
@@ -193,6 +206,7 @@ def read_clips(
         seed = operator.index(seed) % (1 << 64)
     except TypeError:
         raise ValueError(f"seed: expected an integer, got {seed!r}") from None
+    channels = _channels(channels)
     if layout not in _LAYOUTS:
         raise ValueError(f"layout: {layout!r} is not one of {', '.join(map(repr, _LAYOUTS))}")
     if dtype not in _DTYPES:
@@ -212,7 +226,7 @@ def read_clips(
     array, ok, failed = _native.read_clips(
         requests, size=fixed_size, short_side=short_side, crop=crop_hw, random_crop=crop_mode == "random",
         flip=flip_code, seed=seed, layout=layout, dtype=dtype, mean=mean_v, std=std_v, threads=threads_n,
-        skip=on_error == "skip", stream=stream_n,
+        skip=on_error == "skip", stream=stream_n, channels=channels,
     )
     if on_error == "raise":
         return array
@@ -286,18 +300,19 @@ class VideoReader:
         return idx[0] if single else idx
 
     def get_frames_at(self, seconds: float | Sequence[float] | np.ndarray, size: tuple[int, int] | None = None,
-                      threads: int | None = None) -> np.ndarray:
+                      threads: int | None = None, *, channels: str = "RGB") -> np.ndarray:
         """The frames on screen at ``seconds`` (a number or a sequence; any order, repeats allowed) as
-        ``(N, H, W, 3)`` uint8 RGB, as ``get_frames(index_at(seconds))``: see :meth:`index_at` for
-        which frame a time gives and for the errors, :meth:`get_frames` for ``size`` and
-        ``threads``."""
+        ``(N, H, W, 3)`` uint8, as ``get_frames(index_at(seconds))``: see :meth:`index_at` for
+        which frame a time gives and for the errors, :meth:`get_frames` for ``size``, ``threads``
+        and ``channels``."""
         times, _ = seconds_arg(seconds)
         idx = frames_at(self.pts, times, self._end(), self.path).tolist()
-        return self.get_frames(idx, size=size, threads=threads)
+        return self.get_frames(idx, size=size, threads=threads, channels=channels)
 
     def get_frames(self, indices: Sequence[int], size: tuple[int, int] | None = None,
-                   threads: int | None = None) -> np.ndarray:
-        """Frames ``indices`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8 RGB.
+                   threads: int | None = None, *, channels: str = "RGB") -> np.ndarray:
+        """Frames ``indices`` (any order, repeats allowed) as ``(N, H, W, 3)`` uint8, the last axis
+        R, G, B (``channels="BGR"``: B, G, R, as OpenCV gives them).
 
         ``size=(h, w)`` resizes while decoding (bicubic, as ``ffmpeg -vf scale=w:h``). Each distinct
         frame is decoded once; the decoder seeks forward to the keyframe before the next wanted
@@ -305,6 +320,7 @@ class VideoReader:
         ``[0, num_frames)``.
         """
         idx = _indices(indices, "indices")
+        channels = _channels(channels)
         bad = [i for i in idx if not 0 <= i < self.num_frames]
         if bad:
             raise ValueError(f"indices: {bad[:5]} out of range for {self.path} ({self.num_frames} frames)")
@@ -315,7 +331,7 @@ class VideoReader:
         if not idx:
             return np.empty((0, h, w, 3), np.uint8)
         out = read_clips([(self.path, idx)], size=None if size is None else (h, w), crop=None,
-                         layout="NTHWC", dtype="uint8", threads=threads, stream=self._stream)
+                         layout="NTHWC", dtype="uint8", threads=threads, stream=self._stream, channels=channels)
         return out[0]
 
     def __getitem__(self, i: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 use super::*;
-use crate::transform::{float_lut, identity_lut, write_frame, Lut};
+use crate::transform::{float_lut, identity_lut, write_frame, Channels, Lut};
 
 fn frame(w: u32, h: u32) -> ffmpeg::frame::Video {
     let mut f = ffmpeg::frame::Video::new(ffmpeg::format::Pixel::YUV420P, w, h);
@@ -17,12 +17,15 @@ fn frame(w: u32, h: u32) -> ffmpeg::frame::Video {
 
 /// The fused route (odd widths: resize, then convert and write each crop straight into the
 /// batch) gives exactly the values of the RGB24 route + `write_frame` with the lookup tables,
-/// for every layout, flip, and both output types.
+/// for every layout, flip, channel order, and both output types.
 #[test]
 fn fused_route_equals_rgb_route() {
     fn check<T: Sample + PartialEq + std::fmt::Debug + Default>(lut: &Lut<T>, norm: &Norm) {
         let f = frame(320, 240);
-        for layout in [Layout::Ncthw, Layout::Ntchw, Layout::Nthwc] {
+        let orders = [Layout::Ncthw, Layout::Ntchw, Layout::Nthwc]
+            .into_iter()
+            .flat_map(|l| [(l, Channels::Rgb), (l, Channels::Bgr)]);
+        for (layout, channels) in orders {
             for (flip, top, left, h, w) in [
                 (false, 8, 30, 112, 112),
                 (true, 3, 0, 50, 171),
@@ -41,11 +44,11 @@ fn fused_route_equals_rgb_route() {
                 let mut img = RgbImage::new(171, 128);
                 let mut sc = Scaler::new(171, 128);
                 sc.run_region(&f, &mut img, Region::of(&g)).unwrap();
-                write_frame(&img, &g, t, t_len, layout, lut, &mut a);
+                write_frame(&img, &g, t, t_len, layout, channels, lut, &mut a);
                 let mut fused = Scaler::new(171, 128);
                 assert!(fused.run_fused(&f, Region::of(&g)).unwrap());
-                fused.write_fused(&g, t, t_len, layout, norm, &mut b);
-                assert!(a == b, "{layout:?} {g:?}");
+                fused.write_fused(&g, t, t_len, layout, channels, norm, &mut b);
+                assert!(a == b, "{layout:?} {channels:?} {g:?}");
             }
         }
         // Even widths take swscale's converter: not fused.
