@@ -5,6 +5,9 @@
 #   make demo      install, then the main job (see README)
 #   make test      install, then cargo test and pytest
 #   make bench     install, then the benchmarks (JSON in benches/results/, tables printed)
+#   make wheel     install, then an abi3 wheel in dist/ that carries FFmpeg and the libraries it needs:
+#                  `pip install dist/c3d_distill-*.whl` on Linux x86_64 with glibc >= 2.35 and
+#                  Python >= 3.11, no Rust or FFmpeg there
 #   make lint      ruff, cargo fmt --check, cargo clippy -D warnings
 
 SHELL := /bin/bash
@@ -24,7 +27,7 @@ RUST_SRC := Cargo.toml $(wildcard Cargo.lock) $(wildcard rust/*.rs rust/*/*.rs r
 SYS_PKGS := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
             libavfilter-dev libavdevice-dev pkg-config clang libclang-dev
 
-.PHONY: help install system demo test test-fast bench lint readme clean
+.PHONY: help install system demo test test-fast bench wheel lint readme clean
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
@@ -73,8 +76,23 @@ test-fast: install
 bench: install
 	$(BIN)/python benches/run_all.py
 
+# The wheel: maturin builds it against the system FFmpeg (reusing the extension `install` compiled),
+# then auditwheel copies in every shared library it loads, under hashed names in c3d_distill.libs/ so
+# they never clash with another copy in the process (PyAV's, the system's), and points the RUNPATHs
+# there. tools/repair_wheel.py says why it bundles X11 and GLib too, which plain auditwheel would not.
+# The tag is the lowest auditwheel accepts for Debian 12's libraries (`auditwheel show` names it).
+WHEEL_PLAT := manylinux_2_35_x86_64
+WHEEL_RAW := target/wheel-unrepaired
+
+wheel: install
+	rm -rf $(WHEEL_RAW) dist/c3d_distill-*.whl
+	$(BIN)/maturin build --release -q --compatibility linux --auditwheel skip -i $(BIN)/python -o $(WHEEL_RAW)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python tools/repair_wheel.py --plat $(WHEEL_PLAT) -w dist \
+	  $(WHEEL_RAW)/c3d_distill-*.whl
+	@ls -l dist/c3d_distill-*.whl
+
 lint: install
-	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff check python tests benches tools
 	cargo fmt --check
 	cargo clippy --all-targets -q -- -D warnings
 	cargo clippy --all-targets --features python -q -- -D warnings
@@ -86,4 +104,4 @@ readme:
 	@for f in $(README_PARTS); do sed 's|](\.\./img/|](docs/img/|g' $$f; echo; done > README.md
 
 clean:
-	rm -rf target $(STAMPS) $(EXT)
+	rm -rf target $(STAMPS) $(EXT) dist
