@@ -33,6 +33,7 @@ COMMANDS = {
     "train": "c3d_distill.train.cli",
     "distill": "c3d_distill.train.cli",
     "eval": "c3d_distill.evaluate.cli",
+    "extract": "c3d_distill.extract.cli",
     "report": "c3d_distill.report.cli",
     "demo": "c3d_distill.demo",
 }

@@ -1,0 +1,527 @@
+"""Features of every clip of every video: dense clips, one decoding pass per video, the model in batches.
+
+The output folder holds one array per video (``.npy``; with several layers one per layer,
+``NAME.LAYER.npy``) or, with ``fmt="h5"``, one ``features.h5`` with a data set per video and layer, and
+``manifest.jsonl``: a header line (the source, its SHA-256 and every setting) and one line per video
+(``video``, ``frames``, ``fps``, ``starts``, ``times``, ``layer``, ``shape``, ``status``).
+
+Resuming is by the manifest: every array is written under a temporary name and renamed, and its
+manifest line appended only after the rename, so a process killed at any moment leaves finished videos
+finished and no torn array; a rerun with the same source and settings skips the videos it finished.
+Under torchrun each rank takes every ``world_size``-th video and appends to its own manifest part; rank 0
+merges the parts when all ranks are done.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import distributed
+from ..log import notice, warn
+from ..progress import progress_bar
+
+LAYERS = ("pool5", "fc6", "fc7", "logits")
+FORMATS = ("npy", "h5")
+DTYPES = ("float32", "float16")
+MANIFEST = "manifest.jsonl"
+H5_NAME = "features.h5"
+PARTS = ".parts"  # h5 runs: finished arrays wait here as .npy until features.h5 is assembled
+
+
+class ExtractError(ValueError):
+    """Settings or an output folder that cannot be used."""
+
+
+@dataclass
+class Video:
+    path: str
+    rel: str  # the name under the output folder, without extension
+
+    frames: int = 0
+    fps: float = 0.0
+    starts: list[int] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)
+    clips: list[list[int]] = field(default_factory=list)
+
+
+def relative_names(paths: Sequence[str], root: str | None) -> list[str]:
+    """Each video's path relative to ``root`` (a data set's) or to the common folder of ``paths``,
+    extension removed: where its arrays go under the output folder."""
+    absp = [os.path.abspath(p) for p in paths]
+    base = os.path.abspath(root) if root else os.path.commonpath([os.path.dirname(p) for p in absp])
+    out = []
+    for p in absp:
+        rel = os.path.relpath(p, base)
+        if rel.startswith(".."):
+            rel = os.path.basename(p)
+        out.append(os.path.splitext(rel)[0])
+    seen: dict[str, str] = {}
+    for p, r in zip(paths, out, strict=True):
+        if r in seen:
+            raise ExtractError(f"{p} and {seen[r]} would write the same output {r!r} (same name, other extension)")
+        seen[r] = p
+    return out
+
+
+def layer_outputs(model: torch.nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    """The asked layers for a batch: pool5 (``model.features``), fc6 and fc7 after their ReLU (what
+    Caffe's in-place ReLU leaves in those blobs), and the logits (fc8), dropout off."""
+    feats = model.features(x)
+    out = {"pool5": feats}
+    if any(name != "pool5" for name in layers):
+        h6 = F.relu(model.fc6(feats))
+        h7 = F.relu(model.fc7(h6))
+        out.update(fc6=h6, fc7=h7, logits=model.fc8(h7))
+    return {k: out[k].flatten(1) for k in layers}
+
+
+def check_layers(model: torch.nn.Module, layers: Sequence[str]) -> list[str]:
+    layers = list(dict.fromkeys(layers))
+    bad = [name for name in layers if name not in LAYERS]
+    if bad:
+        raise ExtractError(f"--layer: unknown {', '.join(bad)}; choose from {', '.join(LAYERS)}")
+    if any(name != "pool5" for name in layers) and getattr(model, "num_classes", None) is None:
+        raise ExtractError(f"--layer {','.join(layers)}: the network has no fc6/fc7/fc8 (pool5 features only)")
+    return layers
+
+
+def plan(video: Video, clip_len: int, frame_step: int, step: int, short: str, stream: int | None) -> Video:
+    """Dense clip starts ``0, step, 2·step, …`` while a whole clip fits (one clip by ``short`` for a
+    video shorter than a clip) and the time of each start."""
+    from ..clips import VideoReader, dense_clips
+
+    reader = VideoReader(video.path, stream=stream)
+    video.frames, video.fps = reader.num_frames, float(reader.fps)
+    video.clips = dense_clips(reader.num_frames, clip_len, frame_step, step, short=short)
+    video.starts = [c[0] for c in video.clips]
+    pts = reader.pts
+    video.times = [round(float(pts[s]), 6) for s in video.starts]
+    return video
+
+
+# --------------------------------------------------------------------------------------------------
+# output folder
+
+
+def _fsync_append(path: Path, line: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(line) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_manifest(path: Path) -> tuple[dict | None, dict[str, dict]]:
+    """The header and the last line per video; a torn last line (a kill mid-write) is ignored."""
+    header, rows = None, {}
+    if not path.exists():
+        return None, rows
+    for line in path.read_text().splitlines():
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if d.get("header"):
+            header = header or d
+        elif "video" in d:
+            rows[d["video"]] = d
+    return header, rows
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, arr)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Output:
+    """The output folder: where each array goes, the manifest (parts under torchrun), resume and merge."""
+
+    def __init__(self, out: Path, header: dict[str, Any], fmt: str, layers: list[str], rank: int, world: int):
+        self.out, self.header, self.fmt, self.layers, self.rank, self.world = out, header, fmt, layers, rank, world
+        self.manifest = out / MANIFEST
+        self.part = out / f"{MANIFEST}.rank{rank}" if world > 1 else self.manifest
+
+    def array_path(self, rel: str, layer: str) -> Path:
+        suffix = f".{layer}.npy" if len(self.layers) > 1 else ".npy"
+        base = self.out / PARTS if self.fmt == "h5" else self.out
+        return base / (rel + suffix)
+
+    def all_rows(self) -> tuple[list[dict], dict[str, dict]]:
+        headers, rows = [], {}
+        for p in sorted(self.out.glob(f"{MANIFEST}*")):
+            h, r = read_manifest(p)
+            if h is not None:
+                headers.append(h)
+            rows.update(r)
+        return headers, rows
+
+    def open(self, overwrite: bool) -> dict[str, dict]:
+        """Check the folder against this run's settings; returns the videos already done (status ok)."""
+        headers, rows = self.all_rows()
+        def settings(h: dict) -> dict:  # what decides the arrays (not how many ranks made them)
+            return {k: v for k, v in h.items() if k not in ("header", "world_size")}
+
+        mine = settings(self.header)
+        other = [settings(h) for h in headers if settings(h) != mine]
+        if other and not overwrite:
+            old = other[0]
+            diffs = [f"{k}: {old.get(k)!r} → {mine.get(k)!r}" for k in sorted(set(old) | set(mine))
+                     if old.get(k) != mine.get(k)]
+            raise ExtractError(f"--out {self.out}: holds features made with other settings ({'; '.join(diffs)}); "
+                               "pass --overwrite to replace them, or choose another folder")
+        if other and overwrite:
+            if self.rank == 0:
+                self._clear(rows)
+            distributed.barrier()
+            return {}
+        return {k: r for k, r in rows.items()
+                if r.get("status") == "ok" and all(self.has_array(k, lay) for lay in self.layers)}
+
+    def has_array(self, rel: str, layer: str) -> bool:
+        if self.array_path(rel, layer).exists():
+            return True
+        h5 = self.out / H5_NAME
+        if self.fmt != "h5" or not h5.exists():
+            return False
+        import h5py
+
+        with h5py.File(h5, "r") as f:
+            return (rel if len(self.layers) == 1 else f"{layer}/{rel}") in f
+
+    def _clear(self, rows: dict[str, dict]) -> None:
+        for rel in rows:
+            for suffix in (".npy", *(f".{lay}.npy" for lay in LAYERS)):
+                for base in (self.out, self.out / PARTS):
+                    (base / (rel + suffix)).unlink(missing_ok=True)
+        for p in self.out.glob(f"{MANIFEST}*"):
+            p.unlink()
+        (self.out / H5_NAME).unlink(missing_ok=True)
+
+    def start(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        h, _ = read_manifest(self.part)
+        if h is None:
+            _fsync_append(self.part, {"header": True, **self.header})
+
+    def write(self, video: Video, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        for layer, arr in arrays.items():
+            _save_npy(self.array_path(video.rel, layer), arr)
+        row = self._row(video, "ok")
+        row["shape"] = {k: list(v.shape) for k, v in arrays.items()} if len(arrays) > 1 else list(
+            next(iter(arrays.values())).shape)
+        _fsync_append(self.part, row)
+        return row
+
+    def fail(self, video: Video, why: str) -> dict[str, Any]:
+        row = self._row(video, "failed")
+        row["reason"] = why
+        _fsync_append(self.part, row)
+        return row
+
+    def _row(self, video: Video, status: str) -> dict[str, Any]:
+        return {"video": video.rel, "path": video.path, "frames": video.frames, "fps": video.fps,
+                "starts": video.starts, "times": video.times,
+                "layer": self.layers if len(self.layers) > 1 else self.layers[0], "status": status}
+
+    def finish(self, order: list[str]) -> dict[str, int]:
+        """Rank 0, after every rank is done: one manifest (the header, then one line per video in input
+        order), and with h5 the one file assembled from the finished arrays."""
+        _, rows = self.all_rows()
+        lines = [json.dumps({"header": True, **self.header})]
+        lines += [json.dumps(rows[r]) for r in order if r in rows]
+        if self.fmt == "h5":
+            self._assemble_h5([rows[r] for r in order if r in rows])
+        tmp = self.manifest.with_name(f".{MANIFEST}.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, self.manifest)
+        for p in self.out.glob(f"{MANIFEST}.rank*"):
+            p.unlink()
+        return {"ok": sum(rows[r]["status"] == "ok" for r in order if r in rows),
+                "failed": sum(rows[r]["status"] == "failed" for r in order if r in rows)}
+
+    def _assemble_h5(self, rows: list[dict]) -> None:
+        # h5py: the standard HDF5 binding; one data set per video (and layer), named by its relative path.
+        import h5py
+
+        path = self.out / H5_NAME
+        tmp = path.with_name(f".{H5_NAME}.tmp")
+        have = h5py.File(path, "r") if path.exists() else None
+        try:
+            with h5py.File(tmp, "w") as f:
+                for k, v in self.header.items():
+                    f.attrs[k] = json.dumps(v)
+                for row in rows:
+                    if row["status"] != "ok":
+                        continue
+                    for layer in self.layers:
+                        name = row["video"] if len(self.layers) == 1 else f"{layer}/{row['video']}"
+                        part = self.array_path(row["video"], layer)
+                        if part.exists():
+                            arr = np.load(part)
+                        elif have is not None and name in have:
+                            arr = have[name][()]
+                        else:
+                            raise ExtractError(f"{part}: missing (the output folder was changed by hand?)")
+                        ds = f.create_dataset(name, data=arr)
+                        ds.attrs["starts"] = row["starts"]
+                        ds.attrs["times"] = row["times"]
+        finally:
+            if have is not None:
+                have.close()
+        os.replace(tmp, path)
+        for row in rows:
+            for layer in self.layers:
+                self.array_path(row["video"], layer).unlink(missing_ok=True)
+        parts = self.out / PARTS
+        if parts.exists():
+            for d in sorted((p for p in parts.rglob("*") if p.is_dir()), reverse=True):
+                d.rmdir() if not any(d.iterdir()) else None
+            if not any(parts.iterdir()):
+                parts.rmdir()
+
+
+# --------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def _chunks(videos: list[Video], max_clips: int) -> Iterator[list[tuple[Video, int, int]]]:
+    """Read requests of at most ``max_clips`` clips: whole videos together, a long one in pieces."""
+    group: list[tuple[Video, int, int]] = []
+    n = 0
+    for v in videos:
+        for a in range(0, len(v.clips), max_clips):
+            b = min(a + max_clips, len(v.clips))
+            if group and n + (b - a) > max_clips:
+                yield group
+                group, n = [], 0
+            group.append((v, a, b))
+            n += b - a
+    if group:
+        yield group
+
+
+def _reader(groups, read_kw: dict[str, Any], prefetch: int):
+    """Decode the next groups on a thread while the model runs (read_clips releases the GIL)."""
+    from ..clips import read_clips
+
+    q: queue.Queue = queue.Queue(maxsize=prefetch)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for group in groups:
+                clips = [(v.path, v.clips[i]) for v, a, b in group for i in range(a, b)]
+                arr, report = read_clips(clips, on_error="skip", **read_kw)
+                while not stop.is_set():
+                    try:
+                        q.put((group, arr, report), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # handed to the consumer, which raises it
+            q.put(exc)
+            return
+        q.put(None)
+
+    t = threading.Thread(target=work, name="extract-reader", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def extract(
+    source: str | os.PathLike,
+    videos: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    root: str | None = None,
+    layers: Sequence[str] = ("pool5",),
+    clip_len: int | None = None,
+    step: int | None = None,
+    fmt: str = "npy",
+    dtype: str = "float32",
+    batch_size: int = 16,
+    device: str = "cpu",
+    amp: bool = False,
+    threads: int | None = None,
+    on_error: str = "raise",
+    short: str = "repeat",
+    stream: int | None = None,
+    preprocess: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Extract ``layers`` of every dense clip of ``videos`` with the network of ``source`` (a run folder,
+    run checkpoint or public C3D state dict, read the way it was trained). ``step``: frames between clip
+    starts (default: one clip length, no overlap); ``clip_len`` must be the network's. Returns counts and
+    throughput. See the module docstring for the output folder."""
+    from ..checks import integer
+    from ..runs.source import open_source
+
+    if fmt not in FORMATS:
+        raise ExtractError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    if dtype not in DTYPES:
+        raise ExtractError(f"--dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    if on_error not in ("raise", "skip"):
+        raise ExtractError(f"--on-error: {on_error!r} is not raise or skip")
+    if short not in ("repeat", "loop", "error"):
+        raise ExtractError(f"--short: {short!r} is not repeat, loop or error")
+    batch_size = integer(batch_size, "--batch-size", minimum=1)
+    if not videos:
+        raise ExtractError("no videos to extract (--videos or --data gave none)")
+    dinfo = distributed.setup(device)
+    src = open_source(source, option="SOURCE", preprocess=preprocess)
+    model = src.model.to(dinfo.device).eval()
+    layers = check_layers(model, layers)
+    clip = src.clip()
+    frames, frame_step = clip.pop("frames"), clip.pop("stride")
+    if clip_len is not None and int(clip_len) != frames:
+        raise ExtractError(f"--clip-len {clip_len}: the network takes clips of {frames} frames")
+    step = frames * frame_step if step is None else integer(step, "--stride", minimum=1)
+    if dinfo.device.type == "cuda":
+        clip.update(dtype="uint8")  # normalised on the GPU: 4x fewer bytes over the bus
+    header = {
+        "source": str(Path(src.path).resolve()),
+        "source_sha256": src.sha256(),
+        "model": src.meta["name"],
+        "layers": layers,
+        "clip_len": frames,
+        "frame_stride": frame_step,
+        "step": step,
+        "short": short,
+        "stream": stream,
+        "format": fmt,
+        "dtype": dtype,
+        "preprocess": src.preset.to_dict(),
+        "world_size": dinfo.world_size,
+    }
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExtractError(f"--out {out}: is a file, not a folder")
+    paths = [os.fspath(p) for p in videos]
+    rels = relative_names(paths, root)
+    output = Output(out, header, fmt, layers, dinfo.rank, dinfo.world_size)
+    done = output.open(overwrite)
+    distributed.barrier()
+    output.start()
+    mine = [Video(p, r) for i, (p, r) in enumerate(zip(paths, rels, strict=True))
+            if i % dinfo.world_size == dinfo.rank and r not in done]
+    if done and dinfo.is_main:
+        notice(f"--out {out}: {len(done)} of {len(paths)} videos were extracted earlier with these settings; "
+               "finishing the rest")
+    stats = _run(model, mine, output, clip, frames, frame_step, step, short, stream, batch_size, dinfo.device,
+                 amp, threads, on_error, dtype, progress and dinfo.is_main)
+    distributed.barrier()
+    counts = output.finish(rels) if dinfo.is_main else {}
+    distributed.barrier()
+    return {"videos": len(paths), "skipped_done": len(done), **counts, **stats, "out": str(out)}
+
+
+def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream, batch_size, device, amp,
+         threads, on_error, dtype, progress) -> dict[str, Any]:
+    planned: list[Video] = []
+    for v in videos:
+        try:
+            planned.append(plan(v, frames, frame_step, step, short, stream))
+        except (OSError, ValueError, RuntimeError) as exc:
+            if on_error == "raise":
+                if str(v.path) in str(exc):
+                    raise
+                raise type(exc)(f"{v.path}: {exc}") from exc
+            why = str(exc) if str(v.path) in str(exc) else f"{v.path}: {exc}"
+            warn(f"{why}; recorded as failed (--on-error skip)", every_rank=True)
+            output.fail(v, why)
+    read_kw = dict(read_kw, threads=threads, stream=stream)
+    out_dtype = np.float16 if dtype == "float16" else np.float32
+    pending: dict[int, dict[str, list[np.ndarray]]] = {}
+    failed: set[int] = set()
+    remaining = {id(v): len(v.clips) for v in planned}
+    t0, clips_done = time.perf_counter(), 0
+    bar = progress_bar(iter(()), total=len(planned), desc="extract", enabled=progress, unit="video")
+    max_clips = max(batch_size, 4 * batch_size)
+    try:
+        for group, arr, report in _reader(_chunks(planned, max_clips), read_kw, prefetch=2):
+            bad = {pos: (path, msg) for pos, path, msg in report["failed"]}
+            owners = [(v, i) for v, a, b in group for i in range(a, b)]
+            for pos, (path, msg) in bad.items():
+                v = owners[pos][0]
+                if on_error == "raise":
+                    from .._native import VideoDecodeError
+
+                    raise VideoDecodeError(f"{path}: {msg}")
+                if id(v) not in failed:
+                    failed.add(id(v))
+                    warn(f"{msg if str(path) in msg else f'{path}: {msg}'}; recorded as failed (--on-error skip)",
+                         every_rank=True)
+                    output.fail(v, msg)
+                    pending.pop(id(v), None)
+            ok_owners = [owners[p] for p in report["ok"]]
+            feats = _forward(model, arr, batch_size, device, amp, output.layers, read_kw)
+            for j, (v, _) in enumerate(ok_owners):
+                if id(v) in failed:
+                    continue
+                slot = pending.setdefault(id(v), {k: [] for k in output.layers})
+                for k in output.layers:
+                    slot[k].append(feats[k][j])
+            for v, a, b in group:
+                remaining[id(v)] -= b - a
+                if remaining[id(v)] == 0 and id(v) not in failed:
+                    slot = pending.pop(id(v))
+                    output.write(v, {k: np.stack(rows).astype(out_dtype) for k, rows in slot.items()})
+                    clips_done += len(v.clips)
+                    if progress:
+                        bar.update()
+                        dt = time.perf_counter() - t0
+                        bar.set_postfix_str(f"{clips_done} clips, {clips_done / max(dt, 1e-9):.1f} clips/s")
+                elif remaining[id(v)] == 0 and progress:
+                    bar.update()
+    finally:
+        if progress:
+            bar.close()
+    dt = time.perf_counter() - t0
+    return {"clips": clips_done, "seconds": dt, "clips_per_s": clips_done / dt if dt > 0 else 0.0}
+
+
+def _forward(model, arr: np.ndarray, batch_size: int, device: torch.device, amp: bool, layers, read_kw):
+    """Layer outputs for every clip of ``arr``, as float32 numpy arrays."""
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in layers}
+    x_all = torch.from_numpy(arr)
+    mean, std = read_kw.get("mean"), read_kw.get("std")
+    with torch.inference_mode():
+        for i in range(0, len(x_all), batch_size):
+            x = x_all[i:i + batch_size].to(device, non_blocking=True)
+            if x.dtype == torch.uint8:  # CUDA: normalised here
+                m = torch.tensor(mean, device=device).view(1, 3, 1, 1, 1) * 255.0
+                s = torch.tensor(std, device=device).view(1, 3, 1, 1, 1) * 255.0
+                x = (x.float() - m) / s
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+                res = layer_outputs(model, x, layers)
+            for k, v in res.items():
+                outs[k].append(v.float().cpu().numpy())
+    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in outs.items()}
