@@ -1,0 +1,225 @@
+"""Feature extraction end to end: ``c3d-distill extract`` against the pipeline users write today.
+
+    .venv/bin/python benches/bench_extract.py            # default run (about 10 minutes on 2 cores)
+    .venv/bin/python benches/bench_extract.py --quick    # smoke run (numbers not meaningful)
+
+The job: every dense 16-frame clip (starts 0, 16, 32, …) of every video → resize 128×171 → centre crop 112
+→ float32 normalised (Kinetics mean/std) → the network → pool5 features, one array per video.
+
+Methods, side by side in every repetition (order rotated), on the same videos, network and clips:
+  extract        c3d_distill.extract.extract(...): the source's clip pipeline, each video's clips decoded in one
+                 pass by read_clips on a reader thread (2 decode threads), the network in batches of 16
+  decord+DataLoader   a torch DataLoader with 2 worker processes, one item per video: decord.VideoReader
+                 (128×171 in the decoder, 1 thread) get_batch of the video's clip frames, crop and normalise
+                 (benches/_baselines.py), the same network in batches of 16
+and the stages alone, to see which bounds each: "our loader" (the extractor's reading without the network),
+"decord loader" (the DataLoader without the network) and "model" (the network on a ready batch of 16).
+
+Workloads (benches/_baselines.py, encoded once into benches/results/tmp/loader_videos/): ``ucf`` MPEG-4 part 2
+AVI 320×240, keyframe every 12 frames; ``gop250`` the same pictures as H.264 with B-frames and one keyframe
+per 250 frames. Networks: c3d, mc4 and sp at full width and at width 1/8 (random weights: speed does not
+depend on them), written as run checkpoints with the Kinetics preset so both pipelines make the same clips.
+
+Writes benches/results/extract.json and prints a markdown table of medians (clips/s) and the ratios the
+targets are about: extract / model alone, extract / decord pipeline, sp extract / c3d extract.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _baselines import VisitDataset, cat_visits, make_workload  # noqa: E402
+from _common import native_module  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+VIDEOS = RESULTS / "tmp" / "loader_videos"
+BATCH = 16
+FRAMES = 16
+
+
+def write_source(folder: Path, name: str, width: float) -> Path:
+    """A run checkpoint of ``name`` at ``width`` (random weights) that reads clips the Kinetics way."""
+    from c3d_distill.models import create_model
+    from c3d_distill.runs.checkpoint import FORMAT, save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model(name, 101, width=width)
+    meta = {"name": name, "num_classes": 101, "width": width, "frames": FRAMES, "size": 112, "dropout": 0.5}
+    path = folder / f"{name}_{width:g}.pt"
+    save_checkpoint({"format": FORMAT, "model": model.state_dict(), "model_meta": meta,
+                     "config": {"stride": 1, "resize": [128, 171]}}, path)
+    return path
+
+
+def dense(num_frames: int) -> list[list[int]]:
+    from c3d_distill.clips import dense_clips
+
+    return dense_clips(num_frames, FRAMES, 1)
+
+
+def time_extract(source: Path, videos: list[Path], out: Path) -> tuple[float, int]:
+    from c3d_distill.extract import extract
+
+    t = time.perf_counter()
+    res = extract(source, [str(v) for v in videos], out, batch_size=BATCH, threads=2, overwrite=True,
+                  progress=False)
+    dt = time.perf_counter() - t
+    return res["clips"] / dt, res["clips"]
+
+
+def time_our_loader(source: Path, videos: list[Path]) -> float:
+    """The extractor's reading alone: its plan, its read requests, its reader thread."""
+    from c3d_distill.extract.core import Video, _chunks, _reader, plan
+    from c3d_distill.runs.source import open_source
+
+    t = time.perf_counter()
+    clip = open_source(source).clip()
+    frames, stride = clip.pop("frames"), clip.pop("stride")
+    planned = [plan(Video(str(v), v.stem), frames, stride, frames * stride, "repeat", None) for v in videos]
+    n = 0
+    for _, arr, _ in _reader(_chunks(planned, 4 * BATCH), dict(clip, threads=2), prefetch=2):
+        n += len(arr)
+    return n / (time.perf_counter() - t)
+
+
+def _decord_loader(videos: list[Path]):
+    import decord
+
+    visits = []
+    for v in videos:
+        visits.append((str(v), dense(len(decord.VideoReader(str(v), num_threads=1)))))
+    ds = VisitDataset(visits, "decord")
+    return torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=cat_visits,
+                                       persistent_workers=False, prefetch_factor=2)
+
+
+def time_decord(model, videos: list[Path], *, with_model: bool) -> float:
+    """decord + DataLoader, optionally feeding the network in batches of 16 (one array per video kept)."""
+    t = time.perf_counter()
+    n = 0
+    with torch.inference_mode():
+        for x in _decord_loader(videos):
+            n += len(x)
+            if with_model:
+                feats = [model.features(x[i:i + BATCH]) for i in range(0, len(x), BATCH)]
+                np.save(os.devnull, torch.cat(feats).numpy())
+    return n / (time.perf_counter() - t)
+
+
+def time_model(model, reps: int) -> float:
+    x = torch.randn(BATCH, 3, FRAMES, 112, 112)
+    with torch.inference_mode():
+        model.features(x[:2])  # warm-up (allocations, the fast path's plans)
+        t = time.perf_counter()
+        for _ in range(reps):
+            model.features(x)
+    return reps * BATCH / (time.perf_counter() - t)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 small videos, 1 repetition")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--videos-small", type=int, default=8, help="videos per workload at width 1/8")
+    ap.add_argument("--videos-full", type=int, default=2, help="videos per workload at full width")
+    ap.add_argument("--models", default="c3d,mc4,sp")
+    ap.add_argument("--widths", default="0.125,1")
+    ap.add_argument("--workloads", default="ucf,gop250")
+    ap.add_argument("--out", default=str(RESULTS / "extract.json"))
+    args = ap.parse_args()
+    if args.quick:
+        args.reps, args.videos_small, args.videos_full = 1, 2, 1
+    torch.set_num_threads(2)
+    from c3d_distill.models import create_model
+    from c3d_distill.runs.source import open_source
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for workload in args.workloads.split(","):
+            n_max = max(args.videos_small, args.videos_full)
+            all_videos = make_workload(workload, VIDEOS, videos=n_max)
+            for width in (float(w) for w in args.widths.split(",")):
+                videos = all_videos[: args.videos_small if width < 1 else args.videos_full]
+                for name in args.models.split(","):
+                    src = write_source(tmp, name, width)
+                    model = open_source(src).model
+                    assert isinstance(model, torch.nn.Module)
+                    del create_model
+                    from c3d_distill.models import create_model  # noqa: F401  (kept importable per loop)
+                    runs: dict[str, list[float]] = {k: [] for k in
+                                                    ("extract", "decord_pipeline", "our_loader", "decord_loader",
+                                                     "model")}
+                    clips = 0
+                    for rep in range(args.reps):
+                        jobs = [
+                            ("extract", lambda: time_extract(src, videos, tmp / "feat")[0]),
+                            ("decord_pipeline", lambda: time_decord(model, videos, with_model=True)),
+                            ("our_loader", lambda: time_our_loader(src, videos)),
+                            ("decord_loader", lambda: time_decord(model, videos, with_model=False)),
+                            ("model", lambda: time_model(model, 2 if width >= 1 else 6)),
+                        ]
+                        k = rep % len(jobs)
+                        for key, job in jobs[k:] + jobs[:k]:  # order rotated per repetition
+                            runs[key].append(job())
+                    clips = sum(len(dense(len(__import__("c3d_distill").clips.VideoReader(str(v)))))
+                                for v in videos)
+                    med = {k: median(v) for k, v in runs.items()}
+                    row = {"workload": workload, "model": name, "width": width, "videos": len(videos),
+                           "clips": clips, "clips_per_s": med, "runs": runs,
+                           "extract_over_model": med["extract"] / med["model"],
+                           "extract_over_decord": med["extract"] / med["decord_pipeline"]}
+                    rows.append(row)
+                    print(f"{workload} {name} w={width:g}: " + ", ".join(f"{k} {v:.2f}" for k, v in med.items()),
+                          flush=True)
+    by = {(r["workload"], r["model"], r["width"]): r for r in rows}
+    for r in rows:
+        c3d = by.get((r["workload"], "c3d", r["width"]))
+        if c3d is not None:
+            r["extract_over_c3d_extract"] = r["clips_per_s"]["extract"] / c3d["clips_per_s"]["extract"]
+    result = {
+        "benchmark": "extract",
+        "command": "python benches/bench_extract.py" + (" --quick" if args.quick else ""),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__},
+        "native": native_module(),
+        "batch": BATCH,
+        "reps": args.reps,
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+def table(result: dict) -> str:
+    lines = ["| workload | model | width | clips | extract | decord+DataLoader | our loader | decord loader | "
+             "model | extract/model | extract/decord | vs c3d |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in result["rows"]:
+        m = r["clips_per_s"]
+        lines.append(
+            f"| {r['workload']} | {r['model']} | {r['width']:g} | {r['clips']} | {m['extract']:.2f} | "
+            f"{m['decord_pipeline']:.2f} | {m['our_loader']:.1f} | {m['decord_loader']:.1f} | {m['model']:.2f} | "
+            f"{r['extract_over_model']:.2f} | {r['extract_over_decord']:.2f} | "
+            f"{r.get('extract_over_c3d_extract', float('nan')):.2f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
