@@ -142,9 +142,7 @@ def plain_model(
     with torch.device("meta"):
         plain = create_model(name, num_classes, **cfg)
     state = {
-        k: v.detach().cpu()
-        for k, v in model.state_dict().items()
-        if head or not k.startswith(HEAD_PREFIXES)
+        k: v.detach().cpu() for k, v in model.state_dict().items() if head or not k.startswith(HEAD_PREFIXES)
     }
     target = plain.state_dict()
     wrong = [k for k in target if k in state and tuple(state[k].shape) != tuple(target[k].shape)]
@@ -504,7 +502,9 @@ def export_model(
             os.replace(f, out.parent / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    say(f"wrote {out} and {metadata_path_of(out)} (export {export_seconds:.1f} s, check {check_seconds:.1f} s)")
+    say(
+        f"wrote {out} and {metadata_path_of(out)} (export {export_seconds:.1f} s, check {check_seconds:.1f} s)"
+    )
     return ExportResult(
         path=out,
         metadata_path=metadata_path_of(out),
