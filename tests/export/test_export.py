@@ -192,3 +192,115 @@ def test_an_opset_the_exporter_cannot_reach_is_refused(tmp_path):
     with pytest.raises(ValueError, match="opset: only for the onnx format"):
         export_model(tiny("c3d", None), "pt2", tmp_path / "m.pt2", opset=17)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the command -----------------------------------------------------------------------------------------
+
+
+def save_run(tmp_path, name="mc4", num_classes=4):
+    """A run folder as train writes it (checkpoint.pt with model_meta and the run's config)."""
+    from c3d_distill.runs import save_checkpoint
+    from c3d_distill.runs.checkpoint import FORMAT
+
+    model = tiny(name, num_classes)
+    meta = dict(name=name, num_classes=num_classes, width=WIDTH, frames=FRAMES, size=SIZE, dropout=0.5)
+    config = {"model": name, "width": WIDTH, "frames": FRAMES, "size": SIZE, "stride": 2}
+    state = {"format": FORMAT, "model": model.state_dict(), "model_meta": meta, "epoch": 1, "config": config}
+    path = save_checkpoint(state, tmp_path / "run" / "checkpoint.pt")
+    return model, path
+
+
+def sha256(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_command_exports_a_run_folder(tmp_path, capsys):
+    from c3d_distill.cli import main
+
+    model, ckpt = save_run(tmp_path)
+    out = tmp_path / "mc4.onnx"
+    assert main(["export", str(ckpt.parent), "--format", "onnx", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    checks = [line for line in lines if line.startswith("check onnx")]
+    assert [c.split(" batch ")[1].split(":")[0] for c in checks] == ["1", "3"]
+    meta = json.loads((tmp_path / "mc4.onnx.json").read_text())
+    assert meta["model"] == "mc4" and meta["input"]["shape"] == ["batch", 3, FRAMES, SIZE, SIZE]
+    assert meta["output"]["shape"] == ["batch", 4]
+    assert meta["source"]["sha256"] == sha256(ckpt) and meta["source"]["kind"] == "run"
+    assert meta["clip"]["frames"] == FRAMES and meta["clip"]["stride"] == 2 and meta["clip"]["crop"] == SIZE
+    assert {"mean", "std", "channels", "size"} <= set(meta["clip"])
+    x = torch.randn(2, 3, FRAMES, SIZE, SIZE)
+    with torch.no_grad():
+        assert rel_error(load_exported("onnx", out)(x), model(x)) < 1e-4
+
+
+def test_command_exports_a_public_state_dict(tmp_path, capsys):
+    from c3d_distill.cli import main
+
+    torch.manual_seed(0)
+    c3d = create_model("c3d", 10, width=WIDTH).eval()  # the public layout: conv1 … fc8, 16×112×112
+    public = tmp_path / "c3d.pickle"
+    torch.save(c3d.state_dict(), public)
+    out = tmp_path / "c3d.pt"
+    assert main(["export", str(public), "--format", "torchscript", "--out", str(out)]) == 0
+    meta = json.loads((tmp_path / "c3d.pt.json").read_text())
+    assert meta["input"]["shape"] == ["batch", 3, 16, 112, 112] and meta["output"]["shape"] == ["batch", 10]
+    assert meta["source"]["kind"] == "public" and meta["source"]["sha256"] == sha256(public)
+    assert meta["model_config"]["width"] == WIDTH  # read from conv1's channels
+
+    # Its features at a smaller crop: the clip pipeline's resize scales with it.
+    out = tmp_path / "c3d64.pt2"
+    argv = ["export", str(public), "--format", "pt2", "--out", str(out), "--output", "features", "--size", "64"]
+    assert main(argv) == 0
+    small = json.loads((tmp_path / "c3d64.pt2.json").read_text())
+    assert small["input"]["shape"] == ["batch", 3, 16, 64, 64] and small["output"]["name"] == "features"
+    assert small["clip"]["crop"] == 64
+    if isinstance(meta["clip"]["size"], list):
+        assert small["clip"]["size"] == [round(v * 64 / 112) for v in meta["clip"]["size"]]
+    # Logits at that crop cannot be: fc6 is sized for 112.
+    capsys.readouterr()
+    assert main(["export", str(public), "--format", "pt2", "--out", str(tmp_path / "x.pt2"), "--size", "64"]) == 2
+    assert "fc6 takes the" in capsys.readouterr().err
+
+
+def test_command_errors(tmp_path, capsys, monkeypatch):
+    from c3d_distill.cli import main
+
+    _, ckpt = save_run(tmp_path, "sp", 3)
+    with pytest.raises(SystemExit) as exc:
+        main(["export", str(ckpt), "--format", "tflite", "--out", str(tmp_path / "m")])
+    assert exc.value.code == 2 and "invalid choice: 'tflite'" in capsys.readouterr().err
+    assert main(["export", str(ckpt), "--format", "pt2", "--out", str(tmp_path / "no" / "m.pt2")]) == 2
+    assert "m.pt2: cannot write there" in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "nothing.pt"), "--format", "pt2", "--out", str(tmp_path / "m")]) == 2
+    assert "nothing.pt" in capsys.readouterr().err
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert 'pip install "c3d-distill[export]"' in capsys.readouterr().err
+    monkeypatch.undo()
+
+    real = core._runner
+
+    def negated(*args):
+        run = real(*args)
+        return lambda x: -run(x)
+
+    monkeypatch.setattr(core, "_runner", negated)
+    assert main(["export", str(ckpt), "--format", "pt2", "--out", str(tmp_path / "m.pt2")]) == 1
+    err = capsys.readouterr().err
+    assert "does not compute what sp does" in err and "nothing was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_export_help_does_not_import_torch():
+    import subprocess
+
+    code = (
+        "import sys\nfrom c3d_distill.cli import main\ntry:\n    main(['export', '--help'])\n"
+        "except SystemExit as e:\n    print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', e.code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip().splitlines()[-1] == "NO-TORCH 0", proc.stderr

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 from .._lazy import lazy_attributes
 
 _WHERE = {
-    "FORMATS": ".core",
-    "OUTPUTS": ".core",
+    "FORMATS": ".names",
+    "OUTPUTS": ".names",
     "ExportCheckError": ".core",
     "ExportError": ".core",
     "ExportResult": ".core",
@@ -23,7 +23,8 @@ _WHERE = {
 }
 
 if TYPE_CHECKING:
-    from .core import FORMATS, OUTPUTS, ExportCheckError, ExportError, ExportResult, export_model, plain_model
+    from .core import ExportCheckError, ExportError, ExportResult, export_model, plain_model
+    from .names import FORMATS, OUTPUTS
 
 __getattr__ = lazy_attributes(__name__, _WHERE)
 

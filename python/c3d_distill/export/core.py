@@ -33,9 +33,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-FORMATS = ("onnx", "torchscript", "pt2")
-OUTPUTS = ("logits", "features")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "pt2": ".pt2"}
+from .names import EXPORT_EXTRA, FORMATS, OUTPUTS, RUNTIMES
+
 INPUT_NAME = "clip"
 BATCH_DIM = "batch"
 TOLERANCE = 1e-4
@@ -44,13 +43,13 @@ TOLERANCE = 1e-4
 EXAMPLE_BATCH = 2
 # Above this the ONNX protobuf (2 GiB at most) cannot hold the weights: they go to FILE.data beside it.
 ONNX_INLINE_BYTES = 1_800_000_000
-EXPORT_EXTRA = 'pip install "c3d-distill[export]"'
-RUNTIMES = {
-    "onnx": "onnxruntime CPUExecutionProvider",
-    "torchscript": "torch.jit.load",
-    "pt2": "torch.export.load",
-}
 HEAD_PREFIXES = ("fc6.", "fc7.", "fc8.")
+# How the metadata's "clip" (c3d_distill.load_model's clip dict) makes the input.
+CLIP_NOTE = (
+    "keyword arguments of c3d_distill.clips.read_clips: every `stride`-th frame, `frames` of them, resized to "
+    "`size` ((height, width), or the short side), the centre `crop`, pixel values / 255 in `channels` order, "
+    "then (x - mean) / std per channel, stacked as `layout`"
+)
 
 
 class ExportError(RuntimeError):
@@ -485,6 +484,7 @@ def export_model(
             },
             "output": {"name": output, "shape": [BATCH_DIM, dim], "dtype": "float32"},
             "clip": clip,
+            "clip_note": CLIP_NOTE if clip else None,
             "source": source,
             "opset": written_opset,
             "versions": _versions(fmt),
