@@ -10,7 +10,11 @@ Packages, each importing only those before it (imported on demand, so `import c3
   evaluate, report, demo, cli   what the command line runs
 """
 
+from ._lazy import lazy_attributes
 from ._native import VideoDecodeError
 from ._native import __version__ as __version__
 
-__all__ = ["VideoDecodeError", "__version__"]
+__all__ = ["VideoDecodeError", "__version__", "load_model"]
+
+# load_model imports torch: resolved on first use, so `import c3d_distill` stays light.
+__getattr__ = lazy_attributes(__name__, {"load_model": ".runs.source"})

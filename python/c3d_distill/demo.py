@@ -85,7 +85,9 @@ def _finished(run_dir: Path, cfg: RunConfig) -> bool:
         return False
     old = RunConfig.load(conf).to_dict()
     new = cfg.to_dict()
-    ignore = {"device", "progress", "threads", "prefetch", "extra", "width", "frames", "size", "num_classes"}
+    # preprocess: the name and values of resize/mean/std/channels, which are compared themselves
+    ignore = {"device", "progress", "threads", "prefetch", "extra", "width", "frames", "size", "num_classes",
+              "preprocess"}
     return all(old.get(k) == v for k, v in new.items() if k not in ignore)
 
 

@@ -448,7 +448,8 @@ def test_cli_probe_clips_are_made_the_way_the_teacher_was_trained(tmp_path, teac
     args = ["transfer", "--teacher", str(tmp_path / "t.pt"), "--student", "mc5", "--out", str(tmp_path / "s.pt"),
             "--probe-data", f"synth:{data}"]
     assert main(args) == 0
-    assert seen == {"stride": 2, "resize": (40, 50), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    assert seen == {"stride": 2, "resize": (40, 50), "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
+                    "channels": "RGB"}
     # the probe clips are those clips: every 2nd frame, resized to 40x50, normalised with the teacher's stats
     from c3d_distill.clips import VideoReader, center_clip, read_clips
     from c3d_distill.datasets import load

@@ -12,7 +12,7 @@ from ..runs.config import ON_ERROR, SHORT
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="clip and video accuracy of a run or checkpoint")
-    p.add_argument("run", help="run folder or checkpoint file")
+    p.add_argument("run", help="run folder, run checkpoint or public C3D state dict")
     p.add_argument("--data", required=True, help=DATA_HELP)
     p.add_argument(
         "--split",
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train or test (HMDB51 also unused) split of the fold (default test); not for list:FILE, which "
         "is one split",
     )
-    p.add_argument("--teacher", help="run folder or checkpoint of a teacher: adds the pool5 feature error")
+    p.add_argument("--teacher", help="a teacher (run folder, run checkpoint or public C3D state dict): adds the pool5 feature error")
     p.add_argument("--clips", type=int, default=10, help="uniformly spaced clips per video (default 10)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")

@@ -40,7 +40,8 @@ def evaluate_checkpoint(
     """
     from .. import distributed
     from ..datasets import is_list_spec, load, split_of
-    from ..runs.model import CLIP_SETTINGS, load_run_model, model_figures, teacher_clip_settings
+    from ..runs.model import CLIP_SETTINGS, model_figures, teacher_clip_settings
+    from ..runs.source import clip_settings, open_source
     from ..train.data import LoaderReports, WatchedLoader, check_short_videos, make_eval_loader
     from ..train.engine import evaluate
     from ..train.objective import StudentNet, to_channels_last
@@ -49,12 +50,17 @@ def evaluate_checkpoint(
         raise ValueError(f"--clips: must be at least 1, got {clips}")
     split = split_of(data, split, "--split", None if is_list_spec(data) else "test")  # a list: is its own split
     dev = distributed.resolve_device(device)
-    model, meta, ckpt = load_run_model(path)
-    cfg = (
-        RunConfig.from_dict(ckpt["config"])
-        if "config" in ckpt
-        else RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
-    )
+    src = open_source(path, option="eval")
+    model, meta, ckpt = src.model, src.meta, src.ckpt or {}
+    if "config" in ckpt:
+        cfg = RunConfig.from_dict(ckpt["config"])
+    else:  # a public state dict (its port's preset) or a checkpoint that records no config
+        cfg = RunConfig(**{k: meta[k] for k in ("width", "frames", "size")})
+        cfg.use_preset(src.preset)
+        cfg.stride = src.stride
+    if meta["num_classes"] is None:
+        raise ValueError(f"eval {path}: the network has no classifier (pool5 features only); fine-tune one "
+                         f"with `c3d-distill train --model {meta['name']} --init {path}`")
     if on_error not in ON_ERROR:
         raise ValueError(f"--on-error: {on_error!r} is not one of {ON_ERROR}")
     if short is not None and short not in SHORT:
@@ -77,16 +83,19 @@ def evaluate_checkpoint(
         )
     t_model = None
     if teacher is not None:
-        t_model, tmeta, tckpt = load_run_model(teacher)
+        # a public teacher takes the evaluated model's shape (a run's own is compared below)
+        tsrc = open_source(teacher, option="--teacher", check_run_shape=False,
+                           **{k: meta[k] for k in ("width", "frames", "size")})
+        t_model, tmeta, tckpt = tsrc.model, tsrc.meta, tsrc.ckpt
         diffs = [f"{k}={tmeta[k]} but the evaluated model has {k}={meta[k]}"
-                 for k in ("width", "frames", "size", "num_classes") if tmeta[k] != meta[k]]
+                 for k in ("width", "frames", "size") if tmeta[k] != meta[k]]
         t_dim, s_dim = getattr(t_model, "feature_dim", None), getattr(model, "feature_dim", None)
         if t_dim != s_dim:
             diffs.append(f"its pool5 features have {t_dim} values, the evaluated model's {s_dim}")
         if diffs:
             raise ValueError(f"--teacher {teacher}: " + "; ".join(diffs)
                              + " (the feature error compares the two models' pool5 features on the same clips)")
-        clip = teacher_clip_settings(tckpt)
+        clip = teacher_clip_settings(tckpt) if tckpt is not None else clip_settings(tsrc)
         other = [k for k in CLIP_SETTINGS if clip is not None and clip[k] != _clip_value(cfg, k)]
         if other:
             warn(f"--teacher {teacher}: trained with other clip settings ({', '.join(other)}) than "

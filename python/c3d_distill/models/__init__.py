@@ -28,6 +28,9 @@ _WHERE = {
     "list_models": ".factory",
     "register_model": ".registry",
     "load_c3d_weights": ".weights",
+    "PRESETS": ".presets",
+    "Preset": ".presets",
+    "get_preset": ".presets",
 }
 
 if TYPE_CHECKING:
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from .factory import create_model, list_models
     from .layers import Fold, SPConv, fold, unfold
     from .net import STAGE_NAMES, Stage, VideoNet, plan_stages
+    from .presets import PRESETS, Preset, get_preset
     from .registry import register_model
     from .weights import load_c3d_weights
 
@@ -53,6 +57,9 @@ __all__ = [
     "layer_macs",
     "list_models",
     "load_c3d_weights",
+    "PRESETS",
+    "Preset",
+    "get_preset",
     "plan_stages",
     "register_model",
     "unfold",

@@ -17,6 +17,8 @@ _WHERE = {
     "MetricsLog": ".folder",
     "load_run_model": ".model",
     "teacher_clip_settings": ".model",
+    "load_model": ".source",
+    "open_source": ".source",
 }
 
 if TYPE_CHECKING:
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from .config import RunConfig
     from .folder import MetricsLog
     from .model import load_run_model, teacher_clip_settings
+    from .source import load_model, open_source
 
 __getattr__ = lazy_attributes(__name__, _WHERE)
 
@@ -32,7 +35,9 @@ __all__ = [
     "MetricsLog",
     "RunConfig",
     "load_checkpoint",
+    "load_model",
     "load_run_model",
+    "open_source",
     "save_checkpoint",
     "teacher_clip_settings",
 ]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..log import warn
+from ..models.presets import KINETICS_MEAN, KINETICS_STD, Preset, custom_preset, get_preset
 
 MODES = ("train", "distill")
 LOSSES = ("ce", "feature", "kd", "feature+kd")
@@ -21,9 +22,9 @@ ON_ERROR = ("raise", "skip")  # an unreadable video: stop the run, or leave its 
 SHORT = ("repeat", "loop", "error")  # a video shorter than a clip: pad with its last frame, loop, or refuse
 SCHEDULES = ("cosine", "step", "constant")
 
-# Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB).
-DEFAULT_MEAN = (0.43216, 0.394666, 0.37645)
-DEFAULT_STD = (0.22803, 0.22145, 0.216989)
+# Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB): the default preset's.
+DEFAULT_MEAN = KINETICS_MEAN
+DEFAULT_STD = KINETICS_STD
 
 
 def default_resize(crop_hw: tuple[int, int]) -> tuple[int, int]:
@@ -50,7 +51,7 @@ class RunConfig:
     width: float = 1.0
     frames: int = 16
     size: int = 112
-    resize: tuple[int, int] | None = None
+    resize: tuple[int, int] | int | None = None  # (h, w), or an int: the short side (aspect kept)
     dropout: float = 0.5
     fast: bool = True
     # distillation
@@ -73,8 +74,13 @@ class RunConfig:
     color_permute: bool = False  # shuffle RGB per training clip (appearance augmentation)
     eval_clips: int = 1  # uniformly spaced clips per test video during training (curves)
     final_eval_clips: int = 10  # clips per video for the final video accuracy
-    mean: tuple[float, float, float] = DEFAULT_MEAN
+    mean: tuple[float, float, float] = DEFAULT_MEAN  # in the reader's 0-1 units and ``channels`` order
     std: tuple[float, float, float] = DEFAULT_STD
+    channels: str = "RGB"  # the channel order of the clips (BGR for the OpenCV/Caffe-trained weights)
+    # The clip pipeline by name and values (see c3d_distill.models.presets), in the preset's own units;
+    # filled when the run starts, from --preprocess/--mean/--std/--resize, the teacher or the --init file.
+    preprocess: dict[str, Any] | None = None
+    init_sha256: str | None = None  # train --init FILE|RUN: the file's SHA-256 (init is its absolute path)
     short: str = "repeat"  # a video shorter than a clip (see SHORT)
     on_error: str = "raise"  # an unreadable video (see ON_ERROR)
     # optimisation
@@ -121,7 +127,10 @@ class RunConfig:
             bad(flag, f"unknown model {self.model!r}; known: {', '.join(known)}")
         if self.loss not in LOSSES:
             bad("loss", f"{self.loss!r} is not one of {LOSSES}")
-        if self.init not in INITS and (self.mode == "train" or (resumed is None and not Path(self.init).exists())):
+        if self.init not in INITS and resumed is None and not Path(self.init).exists():
+            if self.mode == "train":
+                bad("init", f"{self.init!r}: no such file or run folder (a public C3D state dict, a run folder "
+                    "or a run checkpoint)")
             bad(
                 "init",
                 f"{self.init!r} is neither transfer, random nor a student checkpoint file or run folder (as "
@@ -194,10 +203,38 @@ class RunConfig:
         return self
 
     @property
-    def resize_hw(self) -> tuple[int, int]:
+    def resize_hw(self) -> tuple[int, int] | int:
+        """What frames are resized to before the crop: (h, w), or an int short side."""
+        if isinstance(self.resize, int):
+            return int(self.resize)
         if self.resize is not None:
             return (int(self.resize[0]), int(self.resize[1]))
         return default_resize((self.size, self.size))
+
+    def preset(self) -> Preset:
+        """This run's clip pipeline as a preset: the recorded one, or one made from the fields."""
+        if isinstance(self.preprocess, dict):
+            return Preset.from_dict(self.preprocess)
+        default = (tuple(self.mean), tuple(self.std), self.channels) == (DEFAULT_MEAN, DEFAULT_STD, "RGB")
+        return Preset("kinetics" if default else "custom", self.resize_hw, self.size, tuple(self.mean),
+                      tuple(self.std), self.channels, 1)
+
+    def use_preset(self, preset: Preset) -> None:
+        """Read clips ``preset``'s way (for this run's crop size) and record it."""
+        p = preset.for_crop(self.size)
+        kw = p.read_kwargs()
+        self.resize, self.mean, self.std, self.channels = kw["size"], kw["mean"], kw["std"], kw["channels"]
+        self.preprocess = p.to_dict()
+
+    def requested_preset(self, base: Preset) -> Preset | None:
+        """``base`` with what ``--preprocess/--mean/--std/--resize`` asked for (recorded by the command line
+        in ``extra["preprocess_given"]``); None when nothing was asked."""
+        req = self.extra.get("preprocess_given")
+        if not req:
+            return None
+        if req.get("name"):
+            base = get_preset(req["name"])
+        return custom_preset(base, mean=req.get("mean"), std=req.get("std"), resize=req.get("resize"))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -218,7 +255,7 @@ class RunConfig:
             d["sampler"] = extra.pop("sampler")
             d["extra"] = extra
         for k in ("resize", "mean", "std"):
-            if d.get(k) is not None:
+            if isinstance(d.get(k), list):
                 d[k] = tuple(d[k])
         return cls(**d)
 

@@ -54,14 +54,15 @@ def load_run_model(path: str | Path, *, map_location="cpu", expected: dict[str, 
 
 
 # How clips are made: a student distilled from a teacher must see clips made the teacher's way.
-CLIP_SETTINGS = ("stride", "resize", "mean", "std")
+CLIP_SETTINGS = ("stride", "resize", "mean", "std", "channels")
 # Set by the command line for the settings given explicitly (they are not saved with the run).
 GIVEN_FLAGS = ("width_given", "frames_given", "size_given", "stride_given")
 
 
 def teacher_clip_settings(ckpt: dict[str, Any]) -> dict[str, Any] | None:
-    """The clip settings (stride, resize, mean, std) a run checkpoint was trained with, from its config;
-    None when it records none (a checkpoint not written by ``train``)."""
+    """The clip settings (stride, resize, mean, std, channels, and the preset as ``preprocess``) a run
+    checkpoint was trained with, from its config; None when it records none (a checkpoint not written by
+    ``train``)."""
     conf = ckpt.get("config")
     if not isinstance(conf, dict):
         return None
@@ -70,6 +71,7 @@ def teacher_clip_settings(ckpt: dict[str, Any]) -> dict[str, Any] | None:
     for k in CLIP_SETTINGS:
         v = conf.get(k, getattr(d, k))
         out[k] = tuple(v) if isinstance(v, list) else v
+    out["preprocess"] = conf.get("preprocess")
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..datasets import SPEC_HELP as DATA_HELP
+from ..models.presets import PRESETS
 from ..runs.config import (
     DEFAULT_MEAN,
     DEFAULT_STD,
@@ -25,6 +26,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "metrics.jsonl, eval.json}. Under torchrun it runs data-parallel.",
     )
     p.add_argument("--model", default="c3d", help="c3d, sp, sp_bn, mc3, mc4, mc5 (default c3d)")
+    p.add_argument(
+        "--init",
+        metavar="FILE|RUN",
+        help="start from these weights instead of random initialisation: a public C3D state dict (the "
+        "c3d.pickle or c3d-pretrained.pth layout; --model c3d), a run folder or a run checkpoint of --model. "
+        "The network takes its width, clip length, input size and clip pipeline; fc8 is replaced when the "
+        "class count differs. Recorded in config.json (init, init_sha256)",
+    )
     _common(p)
     p.set_defaults(func=cmd_train)
 
@@ -34,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Distil a student from a frozen teacher: feature = MSE on pool5 (no labels), "
         "kd = alpha·T²·KL + (1-alpha)·CE, --hints adds the fold-hint losses.",
     )
-    p.add_argument("--teacher", required=True, help="teacher run folder or checkpoint file")
+    p.add_argument("--teacher", required=True, help="teacher: run folder, run checkpoint or public C3D state dict")
     p.add_argument("--student", "--model", dest="model", default="mc4", help="student model (default mc4)")
     p.add_argument(
         "--init",
@@ -90,6 +99,20 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     )
     g.add_argument("--dropout", type=float, default=d.dropout)
     g.add_argument("--plain", action="store_true", help="plain PyTorch layers instead of the fast paths")
+    g = p.add_argument_group("preprocessing (default: " + (
+        "the teacher's" if distill else "--init's, else kinetics") + ")")
+    g.add_argument(
+        "--preprocess",
+        metavar="NAME",
+        help=f"the clip pipeline by name: {', '.join(PRESETS)}. A public state dict gets its port's "
+        "(c3d-pickle or c3d-pretrained, by its key layout) unless this says otherwise; a run's is recorded with it",
+    )
+    g.add_argument("--mean", type=float, nargs=3, metavar=("C0", "C1", "C2"),
+                   help="per-channel mean, in the preset's pixel range and channel order")
+    g.add_argument("--std", type=float, nargs=3, metavar=("C0", "C1", "C2"),
+                   help="per-channel std, in the preset's pixel range and channel order")
+    g.add_argument("--resize", type=int, nargs="+", metavar="SIDE",
+                   help="H W: resize frames to this before the crop; one value: the short side (aspect kept)")
     g = p.add_argument_group("sampling")
     g.add_argument(
         "--sampler",
@@ -233,10 +256,18 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         v = getattr(args, k, None)
         if v is not None:
             setattr(cfg, k, v)
-            if mode == "distill":
-                cfg.extra[f"{k}_given"] = True
-    if mode == "distill" and args.stride is not None:
+            cfg.extra[f"{k}_given"] = True
+    if args.stride is not None:
         cfg.extra["stride_given"] = True
+    if args.preprocess is not None and args.preprocess not in PRESETS:
+        raise ValueError(f"--preprocess: unknown preset {args.preprocess!r}; known: {', '.join(PRESETS)}")
+    if args.resize is not None and len(args.resize) > 2:
+        raise ValueError(f"--resize: expected H W or one short side, got {len(args.resize)} values")
+    given = {"name": args.preprocess, "mean": args.mean, "std": args.std, "resize": args.resize}
+    if any(v is not None for v in given.values()):
+        cfg.extra["preprocess_given"] = given
+    if mode == "train" and args.init is not None:
+        cfg.init = args.init
     if mode == "distill":
         cfg.teacher = args.teacher
         cfg.init = args.init

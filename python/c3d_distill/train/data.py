@@ -58,7 +58,7 @@ def test_overlap(train, test) -> int:
 
 
 def _read_kwargs(cfg: RunConfig, device: torch.device, *, train: bool) -> dict[str, Any]:
-    kw: dict[str, Any] = dict(size=cfg.resize_hw, crop=cfg.size, layout="NCTHW")
+    kw: dict[str, Any] = dict(size=cfg.resize_hw, crop=cfg.size, layout="NCTHW", channels=cfg.channels)
     if train:
         kw.update(crop_mode=cfg.crop_mode, flip="random" if cfg.flip else False)
     else:

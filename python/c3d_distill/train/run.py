@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from .. import distributed
-from ..log import warn
+from ..log import notice, warn
 from ..runs.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
@@ -35,16 +35,16 @@ from ..runs.checkpoint import (
     set_rng_state,
     state_fingerprint,
 )
-from ..runs.config import RunConfig
+from ..runs.config import INITS, RunConfig
 from ..runs.folder import MetricsLog, check_out_folder, prepare_out_folder
 from ..runs.model import (
     CLIP_SETTINGS,
     GIVEN_FLAGS,
     build_model,
-    load_run_model,
     model_figures,
     teacher_clip_settings,
 )
+from ..runs.source import clip_settings, open_source
 from .data import (
     LoaderReports,
     WatchedLoader,
@@ -177,10 +177,7 @@ def _build_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None, devi
         teacher, model, report = _distill_networks(cfg, data, resumed)
         teacher.to(device)
     else:
-        for k in GIVEN_FLAGS:
-            cfg.extra.pop(k, None)
-        check_short_videos(cfg, [data.train, data.test])
-        model = build_model(cfg.model_meta(data.num_classes), fast=cfg.fast)
+        model = _train_network(cfg, data, resumed)
     model.to(device)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
@@ -190,14 +187,106 @@ def _build_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None, devi
     return _Networks(model, cfg.model_meta(data.num_classes), teacher, report, channels_last)
 
 
+def _keep_resumed_clips(cfg: RunConfig, resumed: RunConfig) -> None:
+    """A resumed run reads its clips as it was started (an explicit --stride is compared later); another
+    --preprocess/--mean/--std/--resize is refused: the run would change what it computes midway."""
+    req = cfg.requested_preset(resumed.preset())
+    if req is not None and req.for_crop(resumed.size).to_dict() != resumed.preset().to_dict():
+        raise ValueError(f"--resume: {cfg.out} was started with preprocessing {resumed.preset().to_dict()}; "
+                         f"--preprocess/--mean/--std/--resize ask for {req.for_crop(resumed.size).to_dict()}. "
+                         "Start a new --out folder instead.")
+    for k in (*CLIP_SETTINGS, "preprocess", "init_sha256"):
+        if not (k == "stride" and cfg.extra.get("stride_given")):
+            setattr(cfg, k, getattr(resumed, k))
+
+
+def _train_network(cfg: RunConfig, data: _Data, resumed: RunConfig | None) -> nn.Module:
+    """``train``: the network from random initialisation, or from ``--init`` (a run or a public C3D state
+    dict: its shape and clip pipeline, its weights; the classifier replaced when the classes differ)."""
+    src = None
+    if resumed is not None:
+        _keep_resumed_clips(cfg, resumed)
+    elif cfg.init not in INITS:
+        src = _init_source(cfg)
+        base = src.preset
+        cfg.init_sha256 = src.sha256()
+    else:
+        base = cfg.preset()
+    if resumed is None:
+        req = cfg.requested_preset(base)
+        if req is not None and src is not None and src.kind == "run":
+            notice(f"--init {cfg.init}: trained on clips made with {base.to_dict()}; this run reads them with "
+                   f"{req.for_crop(cfg.size).to_dict()} as asked")
+        cfg.use_preset(req or base)
+    for k in GIVEN_FLAGS:
+        cfg.extra.pop(k, None)
+    cfg.extra.pop("preprocess_given", None)
+    check_short_videos(cfg, [data.train, data.test])
+    model = build_model(cfg.model_meta(data.num_classes), fast=cfg.fast)
+    if src is not None:
+        _load_init(model, src, cfg.init)
+    return model
+
+
+def _init_source(cfg: RunConfig):
+    given = {k: getattr(cfg, k) for k in ("width", "frames", "size") if cfg.extra.get(f"{k}_given")}
+    src = open_source(cfg.init, option="--init", fast=False, **given)
+    if src.meta["name"] != cfg.model:
+        what = "a public C3D state dict" if src.kind == "public" else f"a {src.meta['name']!r} run"
+        hint = (f"; a {cfg.model!r} starts from C3D's weights with `c3d-distill distill --teacher {cfg.init} "
+                f"--student {cfg.model}` or `c3d-distill transfer`" if src.kind == "public" else "")
+        raise ValueError(f"--init {cfg.init}: {what}, not a {cfg.model!r} network (--model {cfg.model}){hint}")
+    cfg.width, cfg.frames, cfg.size = src.meta["width"], src.meta["frames"], src.meta["size"]
+    if src.kind == "run":
+        cfg.stride = cfg.stride if cfg.extra.get("stride_given") else src.stride
+    return src
+
+
+def _load_init(model: nn.Module, src, path: str) -> None:
+    """``src``'s weights into ``model``; fc8 with another class count keeps its initialisation (said once)."""
+    own, theirs = model.state_dict(), src.model.state_dict()
+    skipped = [k for k, v in theirs.items() if k.startswith("fc8.") and k in own and v.shape != own[k].shape]
+    missing = [k for k in own if k not in theirs and not k.startswith("fc8.")]
+    if missing:
+        raise ValueError(f"--init {path}: lacks {', '.join(missing[:8])} of the {cfg_name(model)} network")
+    with torch.no_grad():
+        for k, v in theirs.items():
+            if k in own and k not in skipped:
+                own[k].copy_(v)
+    if skipped or (model.num_classes is not None and "fc8.weight" not in theirs):
+        classes = src.meta["num_classes"]
+        notice(f"--init {path}: its classifier has {classes if classes is not None else 'no'} classes, this "
+               f"data {model.num_classes}: fc8 starts from random initialisation, the rest from the file")
+
+
+def cfg_name(model: nn.Module) -> str:
+    return repr(getattr(model, "name", type(model).__name__))
+
+
 def _distill_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None):
-    teacher, tmeta, tckpt = load_run_model(cfg.teacher, map_location="cpu")
+    given = {k: getattr(cfg, k) for k in ("width", "frames", "size") if cfg.extra.get(f"{k}_given")}
+    tsrc = open_source(cfg.teacher, option="--teacher", num_classes=data.num_classes, check_run_shape=False,
+                       **given)  # a public file takes its shape from these; a run's is compared below
+    teacher, tmeta, tckpt = tsrc.model, dict(tsrc.meta), tsrc.ckpt
     data.inputs["teacher"] = {
         "path": str(cfg.teacher),
-        "epoch": tckpt.get("epoch"),
-        "sha256": state_fingerprint(model_state(tckpt)),
+        "epoch": tckpt.get("epoch") if tckpt is not None else None,
+        "sha256": state_fingerprint(model_state(tckpt) if tckpt is not None else teacher.state_dict()),
     }
-    if tmeta["num_classes"] != data.num_classes:
+    if tsrc.kind == "public" and tmeta["num_classes"] is None:
+        if cfg.loss != "feature":
+            raise ValueError(
+                f"--loss {cfg.loss}: kd needs the teacher's logits for these {data.num_classes} classes, and "
+                f"--teacher {cfg.teacher} has {'a classifier for other classes' if tsrc.head_dropped else 'no classifier'}"
+                "; use --loss feature (pool5 features only), or fine-tune it first (`c3d-distill train --model "
+                f"c3d --init {cfg.teacher}`) and distil from that run"
+            )
+        warn(f"--teacher {cfg.teacher}: a feature teacher (no classifier for these {data.num_classes} classes): "
+             "the student learns its pool5 features; its classifier is not trained by --loss feature, so its "
+             "accuracy means nothing until it is (`c3d-distill train --model "
+             f"{cfg.model} --init {cfg.out}`)")
+        tmeta["num_classes"] = data.num_classes
+    elif tmeta["num_classes"] != data.num_classes:
         raise ValueError(
             f"--teacher {cfg.teacher}: trained for {tmeta['num_classes']} classes, the data has {data.num_classes}"
         )
@@ -209,13 +298,21 @@ def _distill_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None):
             )
     cfg.width, cfg.frames, cfg.size = tmeta["width"], tmeta["frames"], tmeta["size"]
     if resumed is None:
-        adopt_teacher_clips(cfg, teacher_clip_settings(tckpt))
+        req = cfg.requested_preset(tsrc.preset)
+        if req is not None and tsrc.kind == "run":
+            raise ValueError(f"--preprocess/--mean/--std/--resize: --teacher {cfg.teacher} is a run, trained on "
+                             f"clips made with {tsrc.preset.to_dict()}; a student learns from the teacher's view "
+                             "of the clips it was trained on (leave these options out)")
+        if req is not None:
+            tsrc.preset = req.for_crop(cfg.size)
+        adopt_teacher_clips(cfg, teacher_clip_settings(tckpt) if tckpt is not None else clip_settings(tsrc))
     else:  # the run keeps the clip settings it was started with (an explicit --stride is compared)
-        for k in CLIP_SETTINGS:
-            if not (k == "stride" and cfg.extra.get("stride_given")):
-                setattr(cfg, k, getattr(resumed, k))
+        _keep_resumed_clips(cfg, resumed)
     for k in GIVEN_FLAGS:
         cfg.extra.pop(k, None)
+    cfg.extra.pop("preprocess_given", None)
+    if cfg.preprocess is None and resumed is None:  # a teacher whose run recorded no preset: its fields
+        cfg.use_preset(cfg.preset())
     check_short_videos(cfg, [data.train, data.test])  # with the teacher's frames and stride
     probe = probe_clips(cfg, data.train.items)
     why = collapsed_teacher(teacher, probe)
@@ -419,7 +516,7 @@ def _final(loop: _Loop) -> dict[str, Any]:
         "run": loop.name,
         "mode": cfg.mode,
         "model": cfg.model,
-        "init": cfg.init if cfg.mode == "distill" else "scratch",
+        "init": cfg.init if cfg.mode == "distill" or cfg.init not in INITS else "scratch",
         "loss": cfg.loss + ("+hints" if cfg.hints else ""),
         "teacher": cfg.teacher,
         "epochs": cfg.epochs,

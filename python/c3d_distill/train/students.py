@@ -23,7 +23,7 @@ from .objective import unwrap
 
 
 def adopt_teacher_clips(cfg: RunConfig, clip: dict[str, Any] | None) -> None:
-    """Make ``cfg``'s clips the teacher's: resize, mean and std always (a teacher fed other pixels is
+    """Make ``cfg``'s clips the teacher's: resize, mean, std and channel order always (a teacher fed other pixels is
     another function), stride unless given explicitly — then a different stride is allowed with a warning,
     since it can be right (a data set at another frame rate needs another stride for the same motion)."""
     if clip is None:
@@ -38,6 +38,7 @@ def adopt_teacher_clips(cfg: RunConfig, clip: dict[str, Any] | None) -> None:
     else:
         cfg.stride = clip["stride"]
     cfg.resize, cfg.mean, cfg.std = clip["resize"], clip["mean"], clip["std"]
+    cfg.channels, cfg.preprocess = clip.get("channels", "RGB"), clip.get("preprocess")
 
 
 def copy_head(student: nn.Module, teacher: nn.Module) -> None:
@@ -132,6 +133,7 @@ def build_student(
         width=tmeta["width"], frames=tmeta["frames"], size=tmeta["size"], dropout=cfg.dropout, fast=cfg.fast
     )
     report = None
+    has_head = getattr(unwrap(teacher), "num_classes", None) is not None  # a public feature teacher has none
     if cfg.init not in ("transfer", "random") and not resumed:
         student, report = student_from_file(cfg, teacher, tmeta, teacher_sha256=teacher_sha256)
     elif cfg.init == "transfer":
@@ -142,10 +144,11 @@ def build_student(
         )
         if hasattr(report, "to_dict"):
             report = report.to_dict()
-        copy_head(student, teacher)
+        if has_head:
+            copy_head(student, teacher)
     else:
         student = create_model(cfg.model, tmeta["num_classes"], **kw)
-    if cfg.init != "transfer" and cfg.loss == "feature":
+    if cfg.init != "transfer" and cfg.loss == "feature" and has_head:
         copy_head(student, teacher)
     if cfg.loss == "feature":
         for name in ("fc6", "fc7", "fc8"):

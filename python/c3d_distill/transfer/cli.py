@@ -8,8 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..log import warn
-
 STUDENT_HELP = "student model: mc3, mc4, mc5 (any mcK, K in 1..5), sp, sp_bn"
 
 
@@ -22,7 +20,7 @@ def register(subparsers) -> None:
         "SP), and report per layer how close it starts. The teacher is a c3d-distill run checkpoint (or run "
         "folder) or a public C3D state dict (conv1…fc8 or features.N/classifier.N keys).",
     )
-    p.add_argument("--teacher", required=True, help="teacher checkpoint file or run folder")
+    p.add_argument("--teacher", required=True, help="teacher: run folder, run checkpoint or public C3D state dict")
     p.add_argument("--student", required=True, help=STUDENT_HELP)
     p.add_argument("--out", required=True, help="student checkpoint to write (.pt)")
     p.add_argument("--report", default=None, help="report JSON to write (default: OUT with suffix .transfer.json)")
@@ -65,66 +63,29 @@ def load_teacher(path: str, *, width: float | None = None, frames: int | None = 
 
 def _load_teacher(path: str, *, width: float | None = None, frames: int | None = None, size: int | None = None,
                   device: str = "cpu"):
-    """:func:`load_teacher` plus the clip settings (stride, resize, mean, std) a run checkpoint was trained
-    with (None for a public state dict). ``width``/``frames``/``size`` shape a public state dict; for a run
+    """:func:`load_teacher` plus the clip settings (stride, resize, mean, std, channels) it reads clips with:
+    a run checkpoint's own, a public state dict's port preset (``c3d_distill.models.presets``; None for a run
+    checkpoint that records no config). ``width``/``frames``/``size`` shape a public state dict; for a run
     checkpoint, which records its own, a value that differs is refused."""
-    import torch
+    from ..runs.model import teacher_clip_settings
+    from ..runs.source import clip_settings, open_source
 
-    from ..models import create_model, load_c3d_weights
-    from ..runs.checkpoint import FORMAT, load_checkpoint, resolve_checkpoint
-
-    ckpt = load_checkpoint(path, map_location="cpu")
-    src = str(resolve_checkpoint(path))
-    clip = None
-    if ckpt.get("format") == FORMAT and "model_meta" in ckpt:
-        from ..runs.model import load_run_model, teacher_clip_settings
-
-        meta = dict(ckpt["model_meta"])
-        if meta.get("name") != "c3d":
-            raise ValueError(f"--teacher: {src} holds a {meta.get('name')!r} model; the teacher must be 'c3d'")
-        given = {"width": width, "frames": frames, "size": size}
-        clash = [f"--{k} {v:g}: the checkpoint's model has {k}={meta[k]:g}" for k, v in given.items()
-                 if v is not None and float(v) != float(meta[k])]
-        if clash:
-            raise ValueError(f"--teacher {src} is a run checkpoint, which records its own shape: "
-                             + "; ".join(clash) + " (leave these options out for a run checkpoint)")
-        teacher, meta, _ = load_run_model(path)
-        clip = teacher_clip_settings(ckpt)
-    else:
-        frames = 16 if frames is None else frames
-        size = 112 if size is None else size
-        given_width = width
-        state = ckpt.get("state_dict", ckpt.get("model", ckpt))
-        fc8 = next((v for k, v in state.items() if k.endswith(("fc8.weight", "classifier.6.weight"))), None)
-        num_classes = int(fc8.shape[0]) if isinstance(fc8, torch.Tensor) else None
-        if num_classes is None and any(k.endswith(("fc6.weight", "classifier.0.weight")) for k in state):
-            warn(f"--teacher {src}: fc6/fc7 without fc8 (no class layer): loaded without its head, "
-                  "as a pool5 feature extractor (fc6 and fc7 are not used)")
-        if width is None:
-            conv1 = next((v for k, v in state.items() if k.endswith(("conv1.weight", "features.0.weight"))), None)
-            width = conv1.shape[0] / 64 if isinstance(conv1, torch.Tensor) else 1.0
-        meta = dict(name="c3d", num_classes=num_classes, width=width, frames=frames, size=size, dropout=0.5)
-        try:
-            teacher = create_model("c3d", num_classes, width=width, frames=frames, size=size)
-        except ValueError as exc:  # "frames: …", "size: …", "width: …": the option that gave it
-            raise ValueError(f"--{exc}") from exc
-        try:
-            load_c3d_weights(teacher, state)
-        except ValueError as exc:
-            guessed = " (guessed from conv1's channels / 64)" if given_width is None else ""
-            raise ValueError(
-                f"--teacher: {src}: {exc} (a public state dict's shape is read from --width {width:g}{guessed}, "
-                f"--frames {frames} and --size {size}: give the ones it was trained with)"
-            ) from exc
-    return teacher.to(device).eval(), meta, clip
+    src = open_source(path, option="--teacher", width=width, frames=frames, size=size)
+    if src.meta["name"] != "c3d":
+        raise ValueError(f"--teacher: {src.path} holds a {src.meta['name']!r} model; the teacher must be 'c3d'")
+    clip = teacher_clip_settings(src.ckpt) if src.ckpt is not None else clip_settings(src)
+    if clip is not None:
+        clip.pop("preprocess", None)
+    return src.model.to(device).eval(), dict(src.meta), clip
 
 
 def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int], *, stride: int = 1,
-                    resize: tuple[int, int] | None = None, mean=None, std=None):
+                    resize: tuple[int, int] | int | None = None, mean=None, std=None, channels: str = "RGB"):
     """``n`` centre clips (N, 3, T, H, W), float32, from ``n`` videos of the data set ``spec`` spread over
     its train split, made the way a run makes them: every ``stride``-th frame, resized to ``resize``
     (default: C3D's 128×171 scaled with the crop ``size``), centre crop, normalised with ``mean``/``std``
-    (default: the training defaults). Give a teacher's own settings (a run checkpoint records them)."""
+    (default: the training defaults), in ``channels`` order. Give a teacher's own settings (a run checkpoint
+    records them)."""
     import torch
 
     from ..clips import VideoReader, center_clip, read_clips
@@ -139,7 +100,8 @@ def probe_from_data(spec: str, n: int, frames: int, size: int | tuple[int, int],
     hw = (size, size) if isinstance(size, int) else tuple(size)
     if resize is None:
         resize = default_resize(hw)
-    arr = read_clips(clips, size=tuple(resize), crop=hw, dtype="float32",
+    arr = read_clips(clips, size=resize if isinstance(resize, int) else tuple(resize), crop=hw, dtype="float32",
+                     channels=channels,
                      mean=tuple(DEFAULT_MEAN if mean is None else mean), std=tuple(DEFAULT_STD if std is None else std))
     return torch.from_numpy(arr)
 
