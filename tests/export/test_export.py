@@ -249,6 +249,9 @@ def test_command_exports_a_public_state_dict(tmp_path, capsys):
     assert meta["input"]["shape"] == ["batch", 3, 16, 112, 112] and meta["output"]["shape"] == ["batch", 10]
     assert meta["source"]["kind"] == "public" and meta["source"]["sha256"] == sha256(public)
     assert meta["model_config"]["width"] == WIDTH  # read from conv1's channels
+    preset = meta["source"]["preset"]  # the c3d.pickle port's: RGB, 0-255 values fed as they are
+    assert preset["name"] == "c3d-pickle" and preset["pixel_range"] == 255 and preset["channels"] == "RGB"
+    assert meta["clip"]["std"] == pytest.approx([1 / 255] * 3) and meta["clip"]["size"] == [112, 200]
 
     # Its features at a smaller crop: the clip pipeline's resize scales with it.
     out = tmp_path / "c3d64.pt2"
@@ -257,8 +260,7 @@ def test_command_exports_a_public_state_dict(tmp_path, capsys):
     small = json.loads((tmp_path / "c3d64.pt2.json").read_text())
     assert small["input"]["shape"] == ["batch", 3, 16, 64, 64] and small["output"]["name"] == "features"
     assert small["clip"]["crop"] == 64
-    if isinstance(meta["clip"]["size"], list):
-        assert small["clip"]["size"] == [round(v * 64 / 112) for v in meta["clip"]["size"]]
+    assert small["clip"]["size"] == [64, round(200 * 64 / 112)]
     # Logits at that crop cannot be: fc6 is sized for 112.
     capsys.readouterr()
     assert main(["export", str(public), "--format", "pt2", "--out", str(tmp_path / "x.pt2"), "--size", "64"]) == 2
@@ -304,3 +306,34 @@ def test_export_help_does_not_import_torch():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip().splitlines()[-1] == "NO-TORCH 0", proc.stderr
+
+
+def test_the_metadata_feeds_the_exported_file_clips_of_a_real_video(tmp_path, h264_mp4):
+    """A deployment that knows only FILE.json and the video: the clip it makes from the metadata, run
+    through ONNX Runtime, gives the run's eager output on the clip load_model's settings make."""
+    import numpy as np
+    import onnxruntime as ort
+    from c3d_distill import load_model
+    from c3d_distill.cli import main
+    from c3d_distill.clips import read_clips
+
+    _, ckpt = save_run(tmp_path, "sp", 3)
+    out = tmp_path / "sp.onnx"
+    assert main(["export", str(ckpt), "--format", "onnx", "--out", str(out)]) == 0
+    meta = json.loads((tmp_path / "sp.onnx.json").read_text())
+    clip = dict(meta["clip"])
+    frames, stride = clip.pop("frames"), clip.pop("stride")
+    starts = (0, 20)
+    x = read_clips([(h264_mp4, range(s, s + frames * stride, stride)) for s in starts], **clip)
+    assert x.shape == (2, *meta["input"]["shape"][1:])
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = session.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+
+    model, settings = load_model(ckpt)
+    settings = dict(settings)
+    frames, stride = settings.pop("frames"), settings.pop("stride")
+    ref_x = read_clips([(h264_mp4, range(s, s + frames * stride, stride)) for s in starts], **settings)
+    np.testing.assert_array_equal(x, ref_x)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(ref_x))
+    assert rel_error(torch.from_numpy(got), ref) < 1e-4

@@ -62,7 +62,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "path": str(src.path),
         "kind": src.kind,
         "sha256": src.sha256(),
-        "preset": src.preset.name,
+        "preset": src.preset.to_dict(),  # mean/std in the port's own units (pixel_range)
         "layout": src.layout,
     }
     try:
