@@ -47,13 +47,13 @@ system:
 	  fi; \
 	fi
 
-# Python dependencies come from pyproject.toml (runtime + the `compare` and `dev` extras), read with
+# Python dependencies come from pyproject.toml (runtime + the `compare`, `export` and `dev` extras), read with
 # tomllib so the list lives in one place.
 $(STAMPS)/pydeps: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
-	  print("\n".join(p["dependencies"] + [d for e in ("compare", "dev") for d in p["optional-dependencies"][e]]))' \
+	  print("\n".join(p["dependencies"] + [d for e in ("compare", "export", "dev") for d in p["optional-dependencies"][e]]))' \
 	  > $(VENV)/requirements.txt
 	$(BIN)/python -m pip install -q -r $(VENV)/requirements.txt
 	@mkdir -p $(STAMPS) && touch $@

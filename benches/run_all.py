@@ -26,6 +26,7 @@ BENCHES = {
     "memory": ("bench_memory.py", [], ["--clips", "3000", "--warmup", "1000", "--repeats", "1"]),
     "fuzz": ("fuzz.py", [], ["--cases", "100"]),
     "fused_pool": ("bench_fused_pool.py", [], ["--batch", "2", "--reps", "1"]),
+    "export": ("bench_export.py", [], ["--models", "sp", "--reps", "1"]),
 }
 
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "c3d_distill.train.cli",  # train, distill
     "c3d_distill.evaluate.cli",  # eval
     "c3d_distill.report.cli",  # report
+    "c3d_distill.export.cli",  # export
     "c3d_distill.demo",  # demo
 ]
 # Which module registers each command: running one imports that module alone.
@@ -35,6 +36,7 @@ COMMANDS = {
     "eval": "c3d_distill.evaluate.cli",
     "extract": "c3d_distill.extract.cli",
     "report": "c3d_distill.report.cli",
+    "export": "c3d_distill.export.cli",
     "demo": "c3d_distill.demo",
 }
 DEBUG_ENV = "C3D_DISTILL_DEBUG"
