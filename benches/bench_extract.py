@@ -87,10 +87,15 @@ def time_our_loader(source: Path, videos: list[Path]) -> float:
     t = time.perf_counter()
     clip = open_source(source).clip()
     frames, stride = clip.pop("frames"), clip.pop("stride")
-    planned = [plan(Video(str(v), v.stem), frames, stride, frames * stride, "repeat", None) for v in videos]
+
+    def planner(v):
+        plan(v, frames, stride, frames * stride, "repeat", None)
+
     n = 0
-    for _, arr, _ in _reader(_chunks(planned, 4 * BATCH), dict(clip, threads=2), prefetch=2):
-        n += len(arr)
+    todo = [Video(str(v), v.stem) for v in videos]
+    for kind, item in _reader(_chunks(todo, 4 * BATCH, planner), dict(clip, threads=2), prefetch=2):
+        assert kind == "read", item
+        n += len(item[1])
     return n / (time.perf_counter() - t)
 
 
@@ -142,7 +147,7 @@ def main() -> int:
     if args.quick:
         args.reps, args.videos_small, args.videos_full = 1, 2, 1
     torch.set_num_threads(2)
-    from c3d_distill.models import create_model
+    from c3d_distill.clips import VideoReader
     from c3d_distill.runs.source import open_source
 
     rows = []
@@ -156,26 +161,21 @@ def main() -> int:
                 for name in args.models.split(","):
                     src = write_source(tmp, name, width)
                     model = open_source(src).model
-                    assert isinstance(model, torch.nn.Module)
-                    del create_model
-                    from c3d_distill.models import create_model  # noqa: F401  (kept importable per loop)
                     runs: dict[str, list[float]] = {k: [] for k in
                                                     ("extract", "decord_pipeline", "our_loader", "decord_loader",
                                                      "model")}
-                    clips = 0
                     for rep in range(args.reps):
                         jobs = [
-                            ("extract", lambda: time_extract(src, videos, tmp / "feat")[0]),
-                            ("decord_pipeline", lambda: time_decord(model, videos, with_model=True)),
-                            ("our_loader", lambda: time_our_loader(src, videos)),
-                            ("decord_loader", lambda: time_decord(model, videos, with_model=False)),
-                            ("model", lambda: time_model(model, 2 if width >= 1 else 6)),
+                            ("extract", lambda s=src, v=videos: time_extract(s, v, tmp / "feat")[0]),
+                            ("decord_pipeline", lambda m=model, v=videos: time_decord(m, v, with_model=True)),
+                            ("our_loader", lambda s=src, v=videos: time_our_loader(s, v)),
+                            ("decord_loader", lambda m=model, v=videos: time_decord(m, v, with_model=False)),
+                            ("model", lambda m=model, r=(2 if width >= 1 else 6): time_model(m, r)),
                         ]
                         k = rep % len(jobs)
                         for key, job in jobs[k:] + jobs[:k]:  # order rotated per repetition
                             runs[key].append(job())
-                    clips = sum(len(dense(len(__import__("c3d_distill").clips.VideoReader(str(v)))))
-                                for v in videos)
+                    clips = sum(len(dense(VideoReader(str(v)).num_frames)) for v in videos)
                     med = {k: median(v) for k, v in runs.items()}
                     row = {"workload": workload, "model": name, "width": width, "videos": len(videos),
                            "clips": clips, "clips_per_s": med, "runs": runs,

@@ -300,46 +300,60 @@ class Output:
 # the pipeline
 
 
-def _chunks(videos: list[Video], max_clips: int) -> Iterator[list[tuple[Video, int, int]]]:
-    """Read requests of at most ``max_clips`` clips: whole videos together, a long one in pieces."""
+def _chunks(videos, max_clips: int, planner) -> Iterator[tuple[str, Any]]:
+    """Plan each video when its turn comes (``planner(video)``; an error yields ``("failed", (video,
+    message))``) and cut the clips into read requests of exactly ``max_clips`` clips, the last one smaller:
+    several videos in one request, a long one over several (every model batch is then full but the last)."""
     group: list[tuple[Video, int, int]] = []
     n = 0
     for v in videos:
-        for a in range(0, len(v.clips), max_clips):
-            b = min(a + max_clips, len(v.clips))
-            if group and n + (b - a) > max_clips:
-                yield group
-                group, n = [], 0
+        try:
+            planner(v)
+        except (OSError, ValueError, RuntimeError) as exc:
+            yield "failed", (v, str(exc) if str(v.path) in str(exc) else f"{v.path}: {exc}", exc)
+            continue
+        a = 0
+        while a < len(v.clips):
+            b = min(len(v.clips), a + max_clips - n)
             group.append((v, a, b))
             n += b - a
+            a = b
+            if n == max_clips:
+                yield "read", group
+                group, n = [], 0
     if group:
-        yield group
+        yield "read", group
 
 
-def _reader(groups, read_kw: dict[str, Any], prefetch: int):
-    """Decode the next groups on a thread while the model runs (read_clips releases the GIL)."""
+def _reader(items, read_kw: dict[str, Any], prefetch: int):
+    """Plan and decode the next requests on a thread while the model runs (read_clips releases the GIL)."""
     from ..clips import read_clips
 
     q: queue.Queue = queue.Queue(maxsize=prefetch)
     stop = threading.Event()
 
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def work() -> None:
         try:
-            for group in groups:
-                clips = [(v.path, v.clips[i]) for v, a, b in group for i in range(a, b)]
-                arr, report = read_clips(clips, on_error="skip", **read_kw)
-                while not stop.is_set():
-                    try:
-                        q.put((group, arr, report), timeout=0.2)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+            for kind, item in items:
+                if kind == "read":
+                    clips = [(v.path, v.clips[i]) for v, a, b in item for i in range(a, b)]
+                    arr, report = read_clips(clips, on_error="skip", **read_kw)
+                    item = (item, arr, report)
+                if not put((kind, item)):
                     return
         except BaseException as exc:  # handed to the consumer, which raises it
-            q.put(exc)
+            put(("error", exc))
             return
-        q.put(None)
+        put(None)
 
     t = threading.Thread(target=work, name="extract-reader", daemon=True)
     t.start()
@@ -348,8 +362,8 @@ def _reader(groups, read_kw: dict[str, Any], prefetch: int):
             item = q.get()
             if item is None:
                 return
-            if isinstance(item, BaseException):
-                raise item
+            if item[0] == "error":
+                raise item[1]
             yield item
     finally:
         stop.set()
@@ -445,62 +459,65 @@ def extract(
 
 def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream, batch_size, device, amp,
          threads, on_error, dtype, progress) -> dict[str, Any]:
-    planned: list[Video] = []
-    for v in videos:
-        try:
-            planned.append(plan(v, frames, frame_step, step, short, stream))
-        except (OSError, ValueError, RuntimeError) as exc:
-            if on_error == "raise":
-                if str(v.path) in str(exc):
-                    raise
-                raise type(exc)(f"{v.path}: {exc}") from exc
-            why = str(exc) if str(v.path) in str(exc) else f"{v.path}: {exc}"
-            warn(f"{why}; recorded as failed (--on-error skip)", every_rank=True)
-            output.fail(v, why)
+    from .._native import VideoDecodeError
+
     read_kw = dict(read_kw, threads=threads, stream=stream)
     out_dtype = np.float16 if dtype == "float16" else np.float32
     pending: dict[int, dict[str, list[np.ndarray]]] = {}
     failed: set[int] = set()
-    remaining = {id(v): len(v.clips) for v in planned}
+    remaining: dict[int, int] = {}
     t0, clips_done = time.perf_counter(), 0
-    bar = progress_bar(iter(()), total=len(planned), desc="extract", enabled=progress, unit="video")
-    max_clips = max(batch_size, 4 * batch_size)
+    bar = progress_bar(iter(()), total=len(videos), desc="extract", enabled=progress, unit="video")
+
+    def planner(v: Video) -> None:
+        plan(v, frames, frame_step, step, short, stream)
+        remaining[id(v)] = len(v.clips)
+
+    def fail(v: Video, why: str) -> None:
+        failed.add(id(v))
+        pending.pop(id(v), None)
+        warn(f"{why}; recorded as failed (--on-error skip)", every_rank=True)
+        output.fail(v, why)
+
+    def tick() -> None:
+        if progress:
+            bar.update()
+            dt = time.perf_counter() - t0
+            bar.set_postfix_str(f"{clips_done} clips, {clips_done / max(dt, 1e-9):.1f} clips/s")
+
     try:
-        for group, arr, report in _reader(_chunks(planned, max_clips), read_kw, prefetch=2):
-            bad = {pos: (path, msg) for pos, path, msg in report["failed"]}
+        for kind, item in _reader(_chunks(videos, 4 * batch_size, planner), read_kw, prefetch=2):
+            if kind == "failed":
+                v, why, exc = item
+                if on_error == "raise":
+                    raise exc if str(v.path) in str(exc) else type(exc)(why)
+                fail(v, why)
+                tick()
+                continue
+            group, arr, report = item
             owners = [(v, i) for v, a, b in group for i in range(a, b)]
-            for pos, (path, msg) in bad.items():
+            for pos, path, msg in report["failed"]:
                 v = owners[pos][0]
                 if on_error == "raise":
-                    from .._native import VideoDecodeError
-
-                    raise VideoDecodeError(f"{path}: {msg}")
+                    raise VideoDecodeError(msg if str(path) in msg else f"{path}: {msg}")
                 if id(v) not in failed:
-                    failed.add(id(v))
-                    warn(f"{msg if str(path) in msg else f'{path}: {msg}'}; recorded as failed (--on-error skip)",
-                         every_rank=True)
-                    output.fail(v, msg)
-                    pending.pop(id(v), None)
-            ok_owners = [owners[p] for p in report["ok"]]
+                    fail(v, msg if str(path) in msg else f"{path}: {msg}")
             feats = _forward(model, arr, batch_size, device, amp, output.layers, read_kw)
-            for j, (v, _) in enumerate(ok_owners):
-                if id(v) in failed:
-                    continue
-                slot = pending.setdefault(id(v), {k: [] for k in output.layers})
-                for k in output.layers:
-                    slot[k].append(feats[k][j])
+            for j, pos in enumerate(report["ok"]):
+                v = owners[pos][0]
+                if id(v) not in failed:
+                    slot = pending.setdefault(id(v), {k: [] for k in output.layers})
+                    for k in output.layers:
+                        slot[k].append(feats[k][j])
             for v, a, b in group:
                 remaining[id(v)] -= b - a
-                if remaining[id(v)] == 0 and id(v) not in failed:
+                if remaining[id(v)] > 0:
+                    continue
+                if id(v) not in failed:
                     slot = pending.pop(id(v))
                     output.write(v, {k: np.stack(rows).astype(out_dtype) for k, rows in slot.items()})
                     clips_done += len(v.clips)
-                    if progress:
-                        bar.update()
-                        dt = time.perf_counter() - t0
-                        bar.set_postfix_str(f"{clips_done} clips, {clips_done / max(dt, 1e-9):.1f} clips/s")
-                elif remaining[id(v)] == 0 and progress:
-                    bar.update()
+                tick()
     finally:
         if progress:
             bar.close()
