@@ -1,4 +1,4 @@
-"""Training throughput: which stage bounds a run (issue 8, "Training throughput").
+"""Training throughput: which stage bounds a run.
 
 For the teacher (cross-entropy) and for feature and logit distillation of each student, side by side in one
 run, at the same batch size:
@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PRESETS = {
     "tiny": dict(width=0.125, frames=16, size=32, batch_size=16),
     "full": dict(width=1.0, frames=16, size=112, batch_size=32),
-    # The real networks at the CPU batch of issue 8's model figures.
+    # The real networks at the CPU batch of the model benchmark (bench_models.py --batch 8).
     "full-cpu": dict(width=1.0, frames=16, size=112, batch_size=8),
 }
 MEAN, STD = (0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)

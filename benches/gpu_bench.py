@@ -1,4 +1,4 @@
-"""GPU figures (issue 10): the run as it would go on a real accelerator.
+"""GPU figures: the run as it would go on a real accelerator.
 
 Measured side by side in one process on one card, written to ``benches/results/gpu/gpu.json`` (and a
 markdown table to ``gpu.md``):

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU figures (issue 10) in one call on a machine with one NVIDIA GPU.
+# GPU figures in one call on a machine with one NVIDIA GPU.
 #
 # That machine has Python 3.12 and its own CUDA PyTorch but no Rust toolchain, no FFmpeg and no network,
 # so the build travels with the working tree in gpu_bundle/ (git-ignored):
@@ -49,7 +49,7 @@ device_run() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   local out="${OUT:-benches/results}/gpu"
   python3 benches/gpu_bench.py --out "$out" --ucf-dir "$BUNDLE/ucf" --synth-dir "$BUNDLE/synth" "${extra[@]}"
-  # Issue 8's training throughput on the card: loader alone, step alone and the run together, at the
+  # Training throughput on the card: loader alone, step alone and the run together, at the
   # full size (the CPU of this machine decodes; one core is left to the training loop).
   if [ -z "${NO_TRAIN_RUN:-}" ]; then
     python3 benches/bench_train.py --preset full --device cuda --dataset "synth:$BUNDLE/synth" \

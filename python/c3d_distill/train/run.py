@@ -419,7 +419,7 @@ def _final(loop: _Loop) -> dict[str, Any]:
         "run": loop.name,
         "mode": cfg.mode,
         "model": cfg.model,
-        "init": cfg.init if cfg.mode == "distill" else "scratch",
+        "init": cfg.init if cfg.mode == "distill" else "none",
         "loss": cfg.loss + ("+hints" if cfg.hints else ""),
         "teacher": cfg.teacher,
         "epochs": cfg.epochs,
