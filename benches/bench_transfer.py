@@ -133,7 +133,9 @@ def main(argv=None) -> int:
     config["students"] = list(dict.fromkeys(r["student"] for r in rows))
     summary = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": config, "summary": summary, "rows": rows}, indent=2) + "\n")
+    from _common import write_json
+
+    write_json(out, {"config": config, "summary": summary, "rows": rows}, indent=2)
     print(table(summary))
     print(f"wrote {out}", file=sys.stderr)
     return 0
