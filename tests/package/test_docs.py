@@ -134,3 +134,22 @@ def test_the_product_speaks_of_itself_only():
         pytest.skip("not a git checkout")
     hits = [line for line in proc.stdout.splitlines() if 'scope="session"' not in line]
     assert not hits, "\n".join(hits)
+
+
+def test_results_record_no_machine_paths(tmp_path, monkeypatch):
+    """Benchmarks write their JSON through benches/_common.write_json: paths under the repository become
+    relative, those under $OUT or the temp folder name the variable; the recorded results hold none."""
+    spec = importlib.util.spec_from_file_location("bench_common", ROOT / "benches" / "_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    monkeypatch.setenv("OUT", str(tmp_path / "out"))
+    result = {"command": f"python benches/bench_models.py --out {ROOT}/benches/results/models_cpu.json",
+              "runs": [f"{tmp_path}/out/gpu/train.json", str(ROOT)], "other": "/usr/share/x", "n": 3}
+    path = tmp_path / "r.json"
+    common.write_json(path, result)
+    assert json.loads(path.read_text()) == {
+        "command": "python benches/bench_models.py --out benches/results/models_cpu.json",
+        "runs": ["$OUT/gpu/train.json", "."], "other": "/usr/share/x", "n": 3}
+    machine = re.compile(r"(?<![\w.$])/(root|home|tmp|work)/")
+    found = [str(p.relative_to(ROOT)) for p in _tracked("benches/results/*") if machine.search(p.read_text())]
+    assert not found, found
