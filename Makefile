@@ -4,8 +4,8 @@
 #                  Rust extension in release mode. Idempotent: a second run takes seconds.
 #   make demo      install, then the demo on the synthetic set (see README.md)
 #   make test      install, then cargo test and pytest
-#   make bench     install, then the benchmarks (JSON in benches/results/; python tools/render_tables.py
-#                  renders the docs' tables from it)
+#   make bench     install, then the benchmarks (JSON in benches/results/), then the docs' tables
+#                  rendered from it (tools/render_tables.py)
 #   make wheel     install, then an abi3 wheel in dist/ that carries FFmpeg and the libraries it needs:
 #                  `pip install dist/c3d_distill-*.whl` on Linux x86_64 with glibc >= 2.35 and
 #                  Python >= 3.11, no Rust or FFmpeg there
@@ -76,6 +76,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benches/run_all.py
+	$(BIN)/python tools/render_tables.py
 
 # The wheel: maturin builds it against the system FFmpeg (reusing the extension `install` compiled),
 # then auditwheel copies in every shared library it loads, under hashed names in c3d_distill.libs/ so
