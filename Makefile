@@ -2,9 +2,10 @@
 #
 #   make install   system packages (as root; otherwise prints the command), .venv, Python deps, the
 #                  Rust extension in release mode. Idempotent: a second run takes seconds.
-#   make demo      install, then the main job (see README)
+#   make demo      install, then the demo on the synthetic set (see README.md)
 #   make test      install, then cargo test and pytest
-#   make bench     install, then the benchmarks (JSON in benches/results/, tables printed)
+#   make bench     install, then the benchmarks (JSON in benches/results/), then the docs' tables
+#                  rendered from it (tools/render_tables.py)
 #   make wheel     install, then an abi3 wheel in dist/ that carries FFmpeg and the libraries it needs:
 #                  `pip install dist/c3d_distill-*.whl` on Linux x86_64 with glibc >= 2.35 and
 #                  Python >= 3.11, no Rust or FFmpeg there
@@ -27,7 +28,7 @@ RUST_SRC := Cargo.toml $(wildcard Cargo.lock) $(wildcard rust/*.rs rust/*/*.rs r
 SYS_PKGS := ffmpeg libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev \
             libavfilter-dev libavdevice-dev pkg-config clang libclang-dev
 
-.PHONY: help install system demo test test-fast bench wheel lint readme clean
+.PHONY: help install system demo test test-fast bench wheel lint clean
 
 help:
 	@sed -n '1,/^$$/p' Makefile | sed 's/^# \{0,1\}//'
@@ -75,6 +76,7 @@ test-fast: install
 
 bench: install
 	$(BIN)/python benches/run_all.py
+	$(BIN)/python tools/render_tables.py
 
 # The wheel: maturin builds it against the system FFmpeg (reusing the extension `install` compiled),
 # then auditwheel copies in every shared library it loads, under hashed names in c3d_distill.libs/ so
@@ -96,12 +98,6 @@ lint: install
 	cargo fmt --check
 	cargo clippy --all-targets -q -- -D warnings
 	cargo clippy --all-targets --features python -q -- -D warnings
-
-# README.md = docs/README.head.md + docs/sections/*.md in reading order (each part's owner edits its section).
-README_PARTS := docs/README.head.md $(addprefix docs/sections/,reader.md loader.md datasets.md models.md \
-                transfer.md training.md gpu.md robustness.md)
-readme:
-	@for f in $(README_PARTS); do sed 's|](\.\./img/|](docs/img/|g' $$f; echo; done > README.md
 
 clean:
 	rm -rf target $(STAMPS) $(EXT) dist

@@ -15,7 +15,6 @@ Writes benches/results/fused_pool.json (or --out) and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _common import native_module
+from _common import native_module, write_json
 from c3d_distill.models import create_model
 from c3d_distill.models import fast as fast_mod
 
@@ -176,7 +175,7 @@ def main(argv=None) -> int:
         return 0
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    write_json(args.out, result)
     print(table(result))
     print(f"\nwrote {args.out}")
     return 0

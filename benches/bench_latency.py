@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import platform
 import statistics
@@ -385,7 +384,9 @@ def main(argv=None) -> int:
     result["machine"]["loadavg_after"] = os.getloadavg()
     result["elapsed_s"] = time.perf_counter() - t0
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    from _common import write_json
+
+    write_json(args.out, result)
     print(render(result))
     print(f"\nwrote {args.out} in {result['elapsed_s']:.0f} s", file=sys.stderr)
     return 0

@@ -371,7 +371,9 @@ def main(argv=None):
     result["machine"]["loadavg_end"] = os.getloadavg()
     result["seconds"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    from _common import write_json
+
+    write_json(args.out, result)
     print()
     print(render(result))
     print(f"\nwrote {args.out} in {result['seconds']:.0f} s")

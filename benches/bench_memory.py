@@ -35,7 +35,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 import videogen  # noqa: E402
 
 sys.path.insert(0, str(HERE))
-from _common import native_module  # noqa: E402
+from _common import native_module, write_json  # noqa: E402
 
 MB = 2**20
 
@@ -193,7 +193,7 @@ def main(argv=None) -> int:
         and leak["slope_mb_per_10k_clips"] * (leak["clips"] - leak["warmup_clips"]) / 10_000 < args.limit_mb, "by_threads": by_threads,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
 
     print(f"### RSS over {leak['clips']} clips (ClipLoader, threads={leak['threads']}, {leak['seconds']} s)\n")
     print("| clips read | RSS (MB) |\n|---:|---:|")

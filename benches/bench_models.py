@@ -22,7 +22,6 @@ load average before and after is recorded, and only ratios measured in the same 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -373,7 +372,9 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     result = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
+    from _common import write_json
+
+    write_json(args.out, result)
     print(render(result))
     print(f"\nwrote {args.out}", file=sys.stderr)
     return 0

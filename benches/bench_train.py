@@ -283,7 +283,9 @@ def main(argv=None) -> int:
         "cache": cache_rows,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from _common import write_json
+
+    write_json(args.out, result, indent=2)
     print()
     print(markdown(result))
     return 0

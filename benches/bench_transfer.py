@@ -3,8 +3,10 @@
 For each student (default mc3, mc4, mc5, sp, sp_bn) at the teacher's width (full width for the random
 teacher), two ways of filling its weights, side by side on the same teacher and probe clips:
 
-- ``closed form``: DESIGN.md §3 alone — band expansion, averaged band rows, plain rank-Cout SVD
-  (``calibrate=False, sp_mode="svd"``);
+- ``closed form``: the weights computed from the teacher's kernels alone — an MC "a" conv gets the
+  block-banded expansion ``W2[o·T+t', i·T+t] = W3[o, i, t−t'+1]`` (exact), a "b" conv the mean of the band
+  rows of each frame pair (its max pool over time becomes a mean), an SP stage the rank-Cout SVD of the
+  3×3×3 kernel as a (Cout·3)×(Cin·9) matrix (``calibrate=False, sp_mode="svd"``);
 - ``default``: what ``transfer()`` does by default — plus the per-channel calibration of the approximate
   stages and, for SP, the choice of signed pairs where they do better (``calibrate=True, sp_mode="auto"``);
 
@@ -131,7 +133,9 @@ def main(argv=None) -> int:
     config["students"] = list(dict.fromkeys(r["student"] for r in rows))
     summary = summarise(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"config": config, "summary": summary, "rows": rows}, indent=2) + "\n")
+    from _common import write_json
+
+    write_json(out, {"config": config, "summary": summary, "rows": rows}, indent=2)
     print(table(summary))
     print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -46,7 +46,7 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # videogen: the test videos, enc
 import videogen  # noqa: E402
 
 sys.path.insert(0, str(HERE))
-from _common import native_module  # noqa: E402
+from _common import native_module, write_json  # noqa: E402
 
 APIS = ("probe", "get_frames", "read_clips", "read_clips_skip")
 ALLOWED = {
@@ -791,7 +791,7 @@ def main(argv=None) -> int:
                                             "detail", "kept_as")} for r in failures],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.out, result)
     print(markdown(summary))
     print(f"\n{summary['cases']} cases, {summary['calls']} calls, {summary['failures']} failed, "
           f"{result['wall_s']} s; median {summary['seconds_per_call']['median'] * 1e3:.0f} ms per call, "

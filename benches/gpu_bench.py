@@ -23,7 +23,6 @@ import glob
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
@@ -276,7 +275,12 @@ def run_distill(args, device, clock, rows, errors, out_dir: Path):
             metrics = [json.loads(line) for line in mpath.read_text().splitlines() if line.strip()]
         for name in ("metrics.jsonl", "config.json"):
             if (run_dir / name).exists():
-                shutil.copy(run_dir / name, out_dir / f"distill_mc4_{name}")
+                from _common import portable
+
+                # the run's own files, with its temporary paths written portably
+                lines = (run_dir / name).read_text().splitlines()
+                (out_dir / f"distill_mc4_{name}").write_text("\n".join(
+                    json.dumps(portable(json.loads(x))) for x in lines if x.strip()) + "\n")
         rows.append({"section": "distill_run", "rc": rc, "wall_s": wall, "argv": argv, "metrics": metrics})
         print(f"distill run rc={rc} in {wall:.0f} s; {len(metrics)} metric rows", flush=True)
     except BaseException as exc:  # SystemExit from argparse included: record it, keep the other figures
@@ -380,7 +384,9 @@ def main(argv=None) -> int:
             "cpu_count": os.cpu_count(), "smoke": args.smoke, "dtype": "bf16 autocast" if device.type == "cuda" else "fp32",
             "input": [3, args.frames, args.size, args.size], "width": args.width,
         }
-        (out_dir / "gpu.json").write_text(json.dumps({"env": env, "rows": rows, "errors": errors}, indent=1))
+        from _common import write_json
+
+        write_json(out_dir / "gpu.json", {"env": env, "rows": rows, "errors": errors})
         md = f"Card: {env['device']}, torch {env['torch']} (CUDA {env['cuda']}), {env['dtype']}\n\n" + table(rows)
         (out_dir / "gpu.md").write_text(md)
         return md

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -1016,7 +1015,9 @@ def main(argv=None) -> int:
     def save():
         result["elapsed_s"] = clock.elapsed()
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(result, indent=1, default=str))
+        from _common import write_json
+
+        write_json(out_path, result)
 
     print(f"device {result['device']}, torch {result['torch']}, budget {cfg.budget:.0f} s", file=sys.stderr, flush=True)
     try:

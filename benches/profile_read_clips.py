@@ -1,8 +1,8 @@
 """A steady stream of ``read_clips`` calls on the "ucf" workload, for a profiler to look at.
 
 Reads random 16-frame clips (the bench_loader workload: 128×171 resize, 112 centre crop, float32 NCTHW
-normalised, batches of 16) after a warm-up, and prints CPU ms per clip. The share table in README's
-loader section came from:
+normalised, batches of 16) after a warm-up, and prints CPU ms per clip. The share table in
+docs/benchmarks.md (benches/results/profile_read_clips.txt) comes from:
 
     perf record -D 5000 -o perf.data .venv/bin/python benches/profile_read_clips.py --clips 1600
     perf report -i perf.data --no-children --sort dso

@@ -64,7 +64,7 @@ pub fn key_at_or_before(keyframes: &[usize], i: usize) -> usize {
     }
 }
 
-struct Session<'a> {
+struct Decoding<'a> {
     path: &'a Path,
     index: &'a VideoIndex,
     opened: video::Opened,
@@ -79,7 +79,7 @@ struct Session<'a> {
     discarding: bool,
 }
 
-impl<'a> Session<'a> {
+impl<'a> Decoding<'a> {
     fn start(
         path: &'a Path,
         index: &'a VideoIndex,
@@ -93,7 +93,7 @@ impl<'a> Session<'a> {
             video::open(path, Some(index.video_stream))?
         };
         let dec = video::decoder(path, &opened, threads)?;
-        Ok(Session {
+        Ok(Decoding {
             path,
             index,
             opened,
@@ -189,7 +189,7 @@ pub fn decode_frames(
         return Ok(Pass::Done);
     }
     debug_assert!(wanted.windows(2).all(|w| w[0] < w[1]));
-    let mut s = Session::start(
+    let mut s = Decoding::start(
         path,
         index,
         threads,
@@ -212,7 +212,7 @@ pub fn decode_frames(
     let mut at_eof = false;
 
     // Seek forward when the keyframe before the next wanted frame lies ahead of where decoding is.
-    let plan_seek = |s: &mut Session, next_frame: usize, retries: usize| {
+    let plan_seek = |s: &mut Decoding, next_frame: usize, retries: usize| {
         if !s.allow_seek {
             return;
         }
@@ -343,7 +343,7 @@ fn discards_safely(id: ffmpeg::codec::Id) -> bool {
 
 /// Before sending `packet`: discard it if it is a non-reference frame (the decoder decides that)
 /// of a frame that is not wanted; remember that the frame may then be missing from the output.
-fn discard_for(s: &mut Session, packet: &ffmpeg::Packet, wanted: &[usize]) {
+fn discard_for(s: &mut Decoding, packet: &ffmpeg::Packet, wanted: &[usize]) {
     let Some(skippable) = s.skippable.as_mut() else {
         return;
     };
@@ -379,8 +379,8 @@ fn all_skippable(skippable: &Option<Vec<bool>>, from: usize, to: usize) -> bool 
             .is_some_and(|v| v[from..to].iter().all(|x| *x))
 }
 
-/// Number a decoded frame according to the session's mode, checking it against the index.
-fn number(s: &mut Session, frame: &ffmpeg::frame::Video, wanted_next: usize) -> Step {
+/// Number a decoded frame according to the decoding's mode, checking it against the index.
+fn number(s: &mut Decoding, frame: &ffmpeg::frame::Video, wanted_next: usize) -> Step {
     let index = s.index;
     let skippable = &s.skippable;
     match &mut s.mode {

@@ -10,7 +10,7 @@ use crate::fork::{self, PerProcess};
 
 /// The most `threads` a call may ask for. Each is an OS thread (rayon worker) or an FFmpeg decoder
 /// thread; far beyond the cores they only add switching and memory (512 made a 16-frame read 10x slower
-/// and 0.9 GB larger, 10,000 stalled the machine: docs/robustness_findings.md #3).
+/// and 0.9 GB larger, 10,000 stalled the machine; docs/robustness.md).
 pub const MAX_THREADS: usize = 256;
 
 /// FFmpeg decoder threads per video at most: FFmpeg's own automatic choice stops at 16 too, and a

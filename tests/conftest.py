@@ -1,4 +1,4 @@
-"""Shared fixtures: test videos generated once per session with the ffmpeg command."""
+"""Shared fixtures: test videos generated once per test run with the ffmpeg command."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def broken(video_dir, h264_mp4) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def tiny_synth_root(tmp_path_factory) -> Path:
     """A small synthetic action set (3 classes × 8 videos of 64×48, under a second each) for the
-    training and distributed tests; read-only, shared by the session."""
+    training and distributed tests; read-only, shared by the test run."""
     from c3d_distill.datasets import make_synthetic
 
     return make_synthetic(

@@ -1,7 +1,7 @@
 """``c3d-distill demo``: the whole study on the embedded synthetic set.
 
 1. the synthetic action set (cached in ``OUT/data/synth``),
-2. a C3D teacher trained from scratch (``OUT/runs/teacher_c3d``),
+2. a C3D teacher trained from random initialisation (``OUT/runs/teacher_c3d``),
 3. each student (mc4, sp, sp_bn) distilled from the teacher twice: initialised by weight transfer, and from
    random init with the same loss and budget (``OUT/runs/<student>_<init>``),
 4. evaluation (clip and video accuracy, feature error) and the report (``OUT/report``).

@@ -7,7 +7,7 @@ that the kernel has to fault in and zero, one 4 KiB page at a time, on every bat
 development machine that cost more than the arithmetic in the large stages: sp's (1,3,3) 3→64 conv at
 8×16×112² took 164 ms with fresh pages and 40 ms with reused ones; the (3,1,1) 64→64 conv 254 ms against
 182 ms. Whole models gain 1.2–1.5× (``benches/bench_models.py`` against the same run with
-``C3D_DISTILL_MALLOC=system``; README, models section).
+``C3D_DISTILL_MALLOC=system``; docs/models.md).
 
 Allocators built for this (jemalloc, tcmalloc: what Intel's PyTorch tuning guide recommends) have to
 be preloaded with ``LD_PRELOAD`` before the process starts. glibc can be told the same from inside the

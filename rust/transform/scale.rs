@@ -36,7 +36,7 @@ pub struct Scaler {
 // SAFETY: the contexts are only used by the thread that owns the Scaler.
 unsafe impl Send for Scaler {}
 
-/// Largest scratch frame (H·W·3 bytes at the target size) a thread keeps between calls: 1080p.
+/// Largest work frame (H·W·3 bytes at the target size) a thread keeps between calls: 1080p.
 const SPARE_MAX_BYTES: usize = 1920 * 1088 * 3;
 
 thread_local! {
@@ -166,7 +166,7 @@ impl Scaler {
             .unwrap_or_else(|| Scaler::new(dst_w, dst_h))
     }
 
-    /// Keep this scaler for the thread's next `acquire`, unless its scratch frame is large: a rayon
+    /// Keep this scaler for the thread's next `acquire`, unless its work frame is large: a rayon
     /// worker keeps its spare until the thread ends (`clear_cache` does not reach other threads'
     /// locals), and 4×cores threads each holding a 4K frame would be gigabytes. At those sizes
     /// rebuilding the contexts costs little next to converting the frame.

@@ -590,7 +590,7 @@ def test_one_frame_is_not_enough(tmp_path):
 
 
 if __name__ == "__main__":
-    # python tests/test_synth.py [--default-geometry] SEED... : the experiment's table, for the README.
+    # python tests/datasets/test_synth.py [--default-geometry] SEED... : the experiment's table (docs/datasets.md).
     import sys
     import tempfile
 

@@ -61,7 +61,7 @@ def make_run(
             "run": name,
             "mode": mode,
             "model": model,
-            "init": init if mode == "distill" else "scratch",
+            "init": init if mode == "distill" else "none",
             "loss": loss,
             "epochs": epochs,
             "params": 600530,
@@ -144,17 +144,17 @@ def error(capsys, argv: list[str]) -> str:
 # 1. ------------------------------------------------------------------------------------------------
 
 
-def test_a_student_trained_from_scratch_is_no_teacher(tmp_path, plots, capsys):
+def test_a_student_trained_from_random_init_is_no_teacher(tmp_path, plots, capsys):
     runs = make_study(tmp_path / "runs")
-    make_run(runs, "sp_scratch", mode="train", model="sp")
+    make_run(runs, "sp_trained", mode="train", model="sp")
     out, _ = ok(capsys, ["report", str(runs), "--out", str(tmp_path / "rep")])
     teacher_vs_sp = labels(plots, "test_loss_teacher_vs_sp.png")
     assert teacher_vs_sp[0] == "c3d (teacher)"
     assert "sp (trained)" in teacher_vs_sp and "sp (teacher)" not in teacher_vs_sp
     assert sorted(teacher_vs_sp[1:]) == ["sp (trained)", "sp random", "sp transfer"]
     rows = {r["run"]: r for r in json.loads((tmp_path / "rep" / "table.json").read_text())}
-    assert rows["sp_scratch"]["init"] == "scratch" and rows["teacher_c3d"]["init"] == "scratch"
-    assert "| sp | scratch | ce |" in out
+    assert rows["sp_trained"]["init"] == "none" and rows["teacher_c3d"]["init"] == "none"
+    assert "| sp | none | ce |" in out
 
 
 # 2. ------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ indices and sizes out of range (a defined result or a ValueError naming the argu
 read_clips from many Python threads and from DataLoader workers (fork and spawn) giving the same data as
 a single-threaded read, and a data set with 5% corrupt files read through ClipLoader with on_error="skip".
 
-Known defects are marked ``xfail(strict=True)`` with the number of their entry in docs/robustness_findings.md.
+What each limit does is described in docs/robustness.md.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def test_indices_beyond_int64_name_the_clip(tiny, bad):
 ])
 def test_sizes_and_threads_beyond_the_limits_name_the_argument(tiny, kwargs, arg):
     """Sides above 16384, a size beyond FFmpeg's image limit, threads outside 1..256: a ValueError naming the
-    argument, before anything is decoded (docs/robustness_findings.md #2, #3)."""
+    argument, before anything is decoded (docs/robustness.md, limits)."""
     with pytest.raises(ValueError, match=f"^{arg}"):
         read_clips([(tiny["avi"], [0])], **kwargs)
     if arg == "size" and isinstance(kwargs["size"], tuple):
@@ -400,7 +400,7 @@ def test_read_clips_in_forked_dataloader_workers_matches_a_serial_read(tiny):
 
 def test_forked_workers_may_use_the_thread_count_the_parent_used(tiny):
     """The parent has read with 1 thread (as ClipLoader(threads=1) does, or any read on a 1-core machine):
-    forked workers reading with 1 thread must not hang (docs/robustness_findings.md #0, fixed in afc388e)."""
+    forked workers reading with 1 thread must not hang (each process builds its own thread pool)."""
     out, n = _fork_run(tiny, parent_threads=1)
     assert out == {"equal": True, "n": n}
 

@@ -579,7 +579,7 @@ def test_report_command(teacher, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(teacher), "--out", str(out)]) == 0
     table = (out / "table.md").read_text()
-    assert "| c3d | scratch | ce |" in table and table in capsys.readouterr().out
+    assert "| c3d | none | ce |" in table and table in capsys.readouterr().out
     for name in ("loss_per_model.png", "loss_all.png", "test_loss_all.png", "accuracy.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     assert re.search("not a run folder|no config.json", error(capsys, ["report", str(tmp_path), "--out", str(out)]))
@@ -618,7 +618,7 @@ def test_demo_command(synth, tmp_path):
     assert main(args) == 0
     summary = json.loads((out / "demo.json").read_text())
     assert [(r["model"], r["init"]) for r in summary["rows"]] == [
-        ("c3d", "scratch"),
+        ("c3d", "none"),
         ("sp", "transfer"),
         ("sp", "random"),
     ]

@@ -261,7 +261,7 @@ class VideoNet(nn.Module):
         return STAGE_NAMES
 
     def reset_parameters(self) -> None:
-        """He-normal convs (fan-in, ReLU gain: 8 stages without normalisation still train from scratch),
+        """He-normal convs (fan-in, ReLU gain: 8 stages without normalisation still train from random initialisation),
         zero biases; the head's linears likewise; BatchNorm to identity."""
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.Linear)):

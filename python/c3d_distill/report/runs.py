@@ -117,21 +117,21 @@ class Run:
 
     @property
     def trained(self) -> bool:
-        """Trained from scratch with ``train`` (any model), not distilled."""
+        """Trained with ``train`` (any model, from random initialisation or ``--init``), not distilled."""
         return self.config["mode"] == "train"
 
     @property
     def is_teacher(self) -> bool:
-        """A C3D trained from scratch: what the students are distilled from."""
+        """A C3D trained with ``train``: what the students are distilled from."""
         return self.trained and self.model == "c3d"
 
     @property
     def init(self) -> str:
-        """transfer, random, the name of the student file it started from (``--init FILE``), or scratch
-        for a run made with ``train``."""
-        if self.trained:
-            return "scratch"
+        """transfer, random, the name of the file it started from (``--init FILE|RUN``), or none for a run
+        made with ``train`` from random initialisation."""
         init = str(self.config.get("init", ""))
+        if self.trained and init in ("transfer", "random", ""):
+            return "none"
         return init if init in ("transfer", "random") else Path(init).name
 
     @property
@@ -153,7 +153,7 @@ class Run:
 
 def _sort_key(r: Run) -> tuple:
     # The teacher first, then by model: distilled from transferred weights, from random init, from a
-    # file, then trained from scratch.
+    # file, then trained from random initialisation.
     return (not r.is_teacher, r.model, r.trained, r.config.get("init") != "transfer", r.name, str(r.key))
 
 

@@ -516,7 +516,7 @@ def _final(loop: _Loop) -> dict[str, Any]:
         "run": loop.name,
         "mode": cfg.mode,
         "model": cfg.model,
-        "init": cfg.init if cfg.mode == "distill" or cfg.init not in INITS else "scratch",
+        "init": cfg.init if cfg.mode == "distill" or cfg.init not in INITS else "none",
         "loss": cfg.loss + ("+hints" if cfg.hints else ""),
         "teacher": cfg.teacher,
         "epochs": cfg.epochs,
