@@ -54,10 +54,10 @@ def bench_model(name: str, reps: int, threads: int, tmp: Path) -> dict:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
+    ort_model = ort.InferenceSession(str(out), opts, providers=["CPUExecutionProvider"])
 
     def onnx(x):
-        return session.run(None, {"clip": x.numpy()})[0]
+        return ort_model.run(None, {"clip": x.numpy()})[0]
 
     runners = {"eager plain": plain, "eager fast": fast, "onnxruntime": onnx}
     x = torch.randn(1, *INPUT)

@@ -37,8 +37,8 @@ def load_exported(fmt: str, path, output: str = "logits"):
     if fmt == "onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: torch.from_numpy(session.run([output], {"clip": x.numpy()})[0])
+        ort_model = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(ort_model.run([output], {"clip": x.numpy()})[0])
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
@@ -177,8 +177,8 @@ def test_metadata_says_how_to_feed_the_file(tmp_path):
     assert meta["source"] == source
     assert meta["opset"] == 17 and [b["batch"] for b in meta["check"]["batches"]] == [1, 3]
     # What the metadata says is what the file is.
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    (inp,), (outp,) = session.get_inputs(), session.get_outputs()
+    ort_model = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (inp,), (outp,) = ort_model.get_inputs(), ort_model.get_outputs()
     assert inp.name == meta["input"]["name"] and outp.name == meta["output"]["name"]
     assert isinstance(inp.shape[0], str) and inp.shape[1:] == meta["input"]["shape"][1:]
     import onnx
@@ -326,8 +326,8 @@ def test_the_metadata_feeds_the_exported_file_clips_of_a_real_video(tmp_path, h2
     starts = (0, 20)
     x = read_clips([(h264_mp4, range(s, s + frames * stride, stride)) for s in starts], **clip)
     assert x.shape == (2, *meta["input"]["shape"][1:])
-    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-    got = session.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
+    ort_model = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got = ort_model.run([meta["output"]["name"]], {meta["input"]["name"]: x})[0]
 
     model, settings = load_model(ckpt)
     settings = dict(settings)

@@ -287,8 +287,8 @@ def _runner(fmt: str, path: Path, output: str) -> Callable[[torch.Tensor], torch
     if fmt == "onnx":
         import onnxruntime as ort
 
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return lambda x: torch.from_numpy(session.run([output], {INPUT_NAME: x.numpy()})[0])
+        ort_model = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda x: torch.from_numpy(ort_model.run([output], {INPUT_NAME: x.numpy()})[0])
     if fmt == "torchscript":
         module = torch.jit.load(str(path), map_location="cpu")
         return module
