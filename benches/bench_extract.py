@@ -93,7 +93,7 @@ def time_our_loader(source: Path, videos: list[Path]) -> float:
 
     n = 0
     todo = [Video(str(v), v.stem) for v in videos]
-    for kind, item in _reader(_chunks(todo, 4 * BATCH, planner), dict(clip, threads=2), prefetch=2):
+    for kind, item in _reader(_chunks(todo, BATCH, 4 * BATCH, planner), dict(clip, threads=2), prefetch=2):
         assert kind == "read", item
         n += len(item[1])
     return n / (time.perf_counter() - t)

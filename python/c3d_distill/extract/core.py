@@ -300,10 +300,11 @@ class Output:
 # the pipeline
 
 
-def _chunks(videos, max_clips: int, planner) -> Iterator[tuple[str, Any]]:
+def _chunks(videos, min_clips: int, max_clips: int, planner) -> Iterator[tuple[str, Any]]:
     """Plan each video when its turn comes (``planner(video)``; an error yields ``("failed", (video,
-    message))``) and cut the clips into read requests of exactly ``max_clips`` clips, the last one smaller:
-    several videos in one request, a long one over several (every model batch is then full but the last)."""
+    message, exception))``) and group whole videos into read requests of at least ``min_clips`` clips; only
+    a video of more than ``max_clips`` clips is cut, into pieces of ``max_clips`` (each piece seeks anew,
+    which on a long-GOP file means decoding from the keyframe again, so videos are kept whole otherwise)."""
     group: list[tuple[Video, int, int]] = []
     n = 0
     for v in videos:
@@ -312,13 +313,11 @@ def _chunks(videos, max_clips: int, planner) -> Iterator[tuple[str, Any]]:
         except (OSError, ValueError, RuntimeError) as exc:
             yield "failed", (v, str(exc) if str(v.path) in str(exc) else f"{v.path}: {exc}", exc)
             continue
-        a = 0
-        while a < len(v.clips):
-            b = min(len(v.clips), a + max_clips - n)
+        for a in range(0, len(v.clips), max_clips):
+            b = min(len(v.clips), a + max_clips)
             group.append((v, a, b))
             n += b - a
-            a = b
-            if n == max_clips:
+            if n >= min_clips:
                 yield "read", group
                 group, n = [], 0
     if group:
@@ -463,21 +462,19 @@ def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream
 
     read_kw = dict(read_kw, threads=threads, stream=stream)
     out_dtype = np.float16 if dtype == "float16" else np.float32
-    pending: dict[int, dict[str, list[np.ndarray]]] = {}
+    results: dict[int, dict[str, list[np.ndarray]]] = {}
     failed: set[int] = set()
-    remaining: dict[int, int] = {}
+    computed: dict[int, int] = {}
     t0, clips_done = time.perf_counter(), 0
     bar = progress_bar(iter(()), total=len(videos), desc="extract", enabled=progress, unit="video")
+    # Decoded clips wait here until a whole batch is ready: the reader groups whole videos, the network
+    # takes full batches (every one but the last), whatever the videos' lengths.
+    buf_x: list[np.ndarray] = []
+    buf_owner: list[Video] = []
 
     def planner(v: Video) -> None:
         plan(v, frames, frame_step, step, short, stream)
-        remaining[id(v)] = len(v.clips)
-
-    def fail(v: Video, why: str) -> None:
-        failed.add(id(v))
-        pending.pop(id(v), None)
-        warn(f"{why}; recorded as failed (--on-error skip)", every_rank=True)
-        output.fail(v, why)
+        computed[id(v)] = 0
 
     def tick() -> None:
         if progress:
@@ -485,39 +482,56 @@ def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream
             dt = time.perf_counter() - t0
             bar.set_postfix_str(f"{clips_done} clips, {clips_done / max(dt, 1e-9):.1f} clips/s")
 
+    def fail(v: Video, why: str) -> None:
+        failed.add(id(v))
+        results.pop(id(v), None)
+        warn(f"{why}; recorded as failed (--on-error skip)", every_rank=True)
+        output.fail(v, why)
+        tick()
+
+    def run_batches(flush: bool) -> None:
+        nonlocal buf_x, buf_owner, clips_done
+        while len(buf_owner) >= batch_size or (flush and buf_owner):
+            x = np.concatenate(buf_x) if len(buf_x) > 1 else buf_x[0]
+            n = min(batch_size, len(buf_owner))
+            take, owners = x[:n], buf_owner[:n]
+            buf_x, buf_owner = ([x[n:]] if n < len(x) else []), buf_owner[n:]
+            feats = _forward(model, take, batch_size, device, amp, output.layers, read_kw)
+            for j, v in enumerate(owners):
+                if id(v) in failed:
+                    continue
+                slot = results.setdefault(id(v), {k: [] for k in output.layers})
+                for k in output.layers:
+                    slot[k].append(feats[k][j])
+                computed[id(v)] += 1
+                if computed[id(v)] == len(v.clips):
+                    slot = results.pop(id(v))
+                    output.write(v, {k: np.stack(rows).astype(out_dtype) for k, rows in slot.items()})
+                    clips_done += len(v.clips)
+                    tick()
+
     try:
-        for kind, item in _reader(_chunks(videos, 4 * batch_size, planner), read_kw, prefetch=2):
+        for kind, item in _reader(_chunks(videos, batch_size, 4 * batch_size, planner), read_kw, prefetch=2):
             if kind == "failed":
                 v, why, exc = item
                 if on_error == "raise":
                     raise exc if str(v.path) in str(exc) else type(exc)(why)
                 fail(v, why)
-                tick()
                 continue
             group, arr, report = item
-            owners = [(v, i) for v, a, b in group for i in range(a, b)]
+            owners = [v for v, a, b in group for _ in range(a, b)]
             for pos, path, msg in report["failed"]:
-                v = owners[pos][0]
+                v = owners[pos]
                 if on_error == "raise":
                     raise VideoDecodeError(msg if str(path) in msg else f"{path}: {msg}")
                 if id(v) not in failed:
                     fail(v, msg if str(path) in msg else f"{path}: {msg}")
-            feats = _forward(model, arr, batch_size, device, amp, output.layers, read_kw)
-            for j, pos in enumerate(report["ok"]):
-                v = owners[pos][0]
-                if id(v) not in failed:
-                    slot = pending.setdefault(id(v), {k: [] for k in output.layers})
-                    for k in output.layers:
-                        slot[k].append(feats[k][j])
-            for v, a, b in group:
-                remaining[id(v)] -= b - a
-                if remaining[id(v)] > 0:
-                    continue
-                if id(v) not in failed:
-                    slot = pending.pop(id(v))
-                    output.write(v, {k: np.stack(rows).astype(out_dtype) for k, rows in slot.items()})
-                    clips_done += len(v.clips)
-                tick()
+            keep = [j for j, pos in enumerate(report["ok"]) if id(owners[pos]) not in failed]
+            if keep:
+                buf_x.append(arr if len(keep) == len(arr) else arr[keep])
+                buf_owner += [owners[report["ok"][j]] for j in keep]
+            run_batches(flush=False)
+        run_batches(flush=True)
     finally:
         if progress:
             bar.close()
