@@ -284,3 +284,21 @@ def test_progress_bar_shows_the_running_mean_loss_and_lr(monkeypatch):
     post = dict(kv.split("=") for kv in bars[0].postfix.split(", "))
     assert float(post["loss"]) == pytest.approx(res["loss"], rel=1e-3)  # after the last step: the epoch's mean
     assert float(post["lr"]) == pytest.approx(0.03)
+
+
+def test_a_resumed_run_continues_its_tensorboard_curves(synth, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    assert main([*train_args(synth, out, epochs=3), "--stop-after", "1"]) == 0
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(out / "tensorboard")) as w:  # as if killed after logging epoch 2, before its checkpoint
+        w.add_scalar("test/loss", 999.0, 2)
+    assert main([*train_args(synth, out, epochs=3), "--resume"]) == 0
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = acc.Scalars("test/loss")
+    assert [e.step for e in events] == [1, 2, 3]  # one curve, no epoch twice
+    assert [e.value for e in events] == pytest.approx([r["loss"] for r in rows if r["split"] == "test"], rel=1e-6)
