@@ -122,6 +122,30 @@ def all_gather_object(obj) -> list:
     return out
 
 
+def sync_batchnorm(model: torch.nn.Module, device: torch.device, world_size: int) -> torch.nn.Module:
+    """``--sync-bn``: every BatchNorm of ``model`` as a ``SyncBatchNorm``, so batch statistics are taken
+    over the whole global batch rather than each rank's share (``convert_sync_batchnorm`` keeps the
+    parameters and buffers, hence the optimiser and the checkpoint keys). Returns ``model`` unchanged, with
+    a notice, where it would do nothing: one process, or a model without BatchNorm. PyTorch's
+    SyncBatchNorm trains on GPUs only (its forward refuses CPU tensors under a process group), so a
+    data-parallel CPU run with it is refused here, before any epoch."""
+    from .log import notice
+
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    if world_size <= 1:
+        notice("--sync-bn: does nothing without data-parallel ranks (launch with torchrun to use it)")
+        return model
+    if not has_bn:
+        notice(f"--sync-bn: {type(model).__name__} has no BatchNorm layers; nothing to synchronise")
+        return model
+    if device.type != "cuda":
+        raise ValueError(
+            f"--sync-bn: PyTorch's SyncBatchNorm needs CUDA devices (this run is on {device.type} with "
+            f"{world_size} ranks, gloo); run without --sync-bn on the CPU"
+        )
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 def wrap_ddp(net: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around the trained network only (never the frozen teacher)."""
     if not is_initialized():

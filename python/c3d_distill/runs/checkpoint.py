@@ -31,8 +31,19 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unreadable, truncated, unsafe, or for another model."""
 
 
-def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` to ``path`` atomically and durably; returns the path."""
+class CheckpointWriteError(OSError):
+    """A checkpoint that could not be written (disk full, file too large, no permission); the file it was
+    to replace is untouched. ``errno`` is the cause's."""
+
+
+def save_checkpoint(
+    state: dict[str, Any], path: str | os.PathLike, *, previous_epoch: int | None = None
+) -> Path:
+    """Write ``state`` to ``path`` atomically and durably; returns the path.
+
+    A write that fails (``ENOSPC``, ``EFBIG``, …) removes its temp file and raises
+    :class:`CheckpointWriteError` naming the file, the cause, and whether the checkpoint already there
+    (``previous_epoch``, when the caller knows it) is kept — it always is, the rename never happened."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -42,12 +53,23 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
+        cause = _os_error(exc)
+        if cause is None:
+            raise
+        if path.exists():
+            kept = "the previous checkpoint" + (f" (epoch {previous_epoch})" if previous_epoch else "")
+            kept += " is kept, unchanged"
+        else:
+            kept = "there was no earlier checkpoint there"
+        what = f"epoch {state['epoch']}" if isinstance(state.get("epoch"), int) else "the checkpoint"
+        err = CheckpointWriteError(f"{path}: could not write {what} ({cause.strerror or cause}); {kept}")
+        err.errno = cause.errno
+        raise err from exc
     # The rename itself must reach the disk too, or a power cut could bring back the old name.
     try:
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -60,6 +82,18 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     finally:
         os.close(dir_fd)
     return path
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    """The OSError behind a failed write: ``exc`` itself, or the one torch's C++ writer turned into a
+    RuntimeError ("unexpected pos …"), which stays reachable as its context."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -21,6 +21,7 @@ SAMPLERS = ("random", "uniform", "center")
 ON_ERROR = ("raise", "skip")  # an unreadable video: stop the run, or leave its clips out (counted, named)
 SHORT = ("repeat", "loop", "error")  # a video shorter than a clip: pad with its last frame, loop, or refuse
 SCHEDULES = ("cosine", "step", "constant")
+AMP = ("bf16", "fp16")  # autocast dtypes on CUDA; fp16 with a gradient scaler (cards without bf16)
 
 # Kinetics-400 statistics as torchvision's video models use them (0-1 scale, RGB): the default preset's.
 DEFAULT_MEAN = KINETICS_MEAN
@@ -97,14 +98,22 @@ class RunConfig:
     clip_grad: float | None = None
     # execution
     device: str = "cpu"
-    amp: bool = False  # bf16 autocast (CUDA); ignored on the CPU
+    amp: str | None = None  # "bf16" or "fp16" autocast (CUDA; fp16 with loss scaling); ignored on the CPU
+    sync_bn: bool = False  # SyncBatchNorm across ranks under DDP (students with BatchNorm)
     compile: bool = False
     channels_last: bool = True  # on CUDA only
     seed: int = 0
     threads: int | None = None  # decode threads of the loader
     prefetch: int = 2
     progress: bool = True
+    tensorboard: bool = True  # TensorBoard scalars in RUN_DIR/tensorboard/
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # amp was a bool when --amp meant bf16 only: configs and checkpoints of that time (and callers
+        # passing amp=True) mean bf16 by it, False none.
+        if isinstance(self.amp, bool):
+            self.amp = "bf16" if self.amp else None
 
     def validate(self, resumed: RunConfig | None = None) -> RunConfig:
         """Raise ``ValueError`` naming the option for settings that cannot work together.
@@ -198,6 +207,8 @@ class RunConfig:
             bad("temperature", f"must be positive, got {self.temperature}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             bad("clip_grad", f"must be positive, got {self.clip_grad}")
+        if self.amp not in (None, *AMP):
+            bad("amp", f"{self.amp!r} is not one of {AMP}")
         if self.crop_mode not in ("center", "random"):
             bad("crop_mode", f"{self.crop_mode!r} is not center or random")
         return self

@@ -7,6 +7,7 @@ import argparse
 from ..datasets import SPEC_HELP as DATA_HELP
 from ..models.presets import PRESETS
 from ..runs.config import (
+    AMP,
     DEFAULT_MEAN,
     DEFAULT_STD,
     LOSSES,
@@ -179,7 +180,27 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
     g = p.add_argument_group("execution")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument(
+        "--amp",
+        nargs="?",
+        const="bf16",
+        choices=AMP,
+        default=None,
+        help="mixed precision on CUDA (default off; --amp alone means bf16): bf16 autocast, or fp16 autocast "
+        "with loss scaling for cards without bf16; ignored on the CPU",
+    )
+    g.add_argument(
+        "--sync-bn",
+        action="store_true",
+        help="under torchrun on GPUs, BatchNorm statistics over the global batch (SyncBatchNorm; students "
+        "with BatchNorm such as sp_bn); default off, each rank normalises its own share",
+    )
+    g.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="do not write TensorBoard scalars to RUN_DIR/tensorboard/ (default: written)",
+    )
     g.add_argument("--compile", action="store_true", help="torch.compile the trained network")
     g.add_argument("--seed", type=int, default=d.seed)
     g.add_argument("--threads", type=int, help="decode threads of the loader")
@@ -246,6 +267,8 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         clip_grad=args.clip_grad,
         device=args.device,
         amp=args.amp,
+        sync_bn=args.sync_bn,
+        tensorboard=args.tensorboard,
         compile=args.compile,
         seed=args.seed,
         threads=args.threads,

@@ -168,12 +168,17 @@ def train_step(
     meta: dict | None = None,
     *,
     device: torch.device,
-    amp: bool = False,
+    amp: str | bool | None = None,
     clip_grad: float | None = None,
     where: str = "train",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
     """One optimiser step on a prepared batch ``x`` (N, 3, T, H, W) on ``device``: teacher (if any),
-    student, loss, backward, clipping, step. Returns ``(loss, parts, student outputs)``."""
+    student, loss, backward, clipping, step. Returns ``(loss, parts, student outputs)``.
+
+    ``scaler`` (fp16 autocast): the loss is scaled before ``backward`` so small fp16 gradients do not
+    flush to zero, the gradients are unscaled before clipping, and a step whose gradients overflowed is
+    skipped (the scale then halves)."""
     t_out = objective.teacher_outputs(x, meta)
     with autocast(device, amp):
         out = net(x)
@@ -183,6 +188,14 @@ def train_step(
             f"{where}: loss became {float(loss.detach())} (lower --lr or set --clip-grad)"
         )
     optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if clip_grad is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss, parts, out
     loss.backward()
     if clip_grad is not None:
         torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_grad)
@@ -202,10 +215,11 @@ def train_one_epoch(
     step: int = 0,
     lr_fn: Callable[[int], float] | None = None,
     clip_grad: float | None = None,
-    amp: bool = False,
+    amp: str | bool | None = None,
     channels_last: bool = False,
     progress: bool = False,
     desc: str = "train",
+    scaler: torch.amp.GradScaler | None = None,
     batch_hook: Callable[[int, torch.Tensor, torch.Tensor, dict | None], None] | None = None,
     max_steps: int | None = None,
     color_permute_seed: int | None = None,
@@ -216,13 +230,16 @@ def train_one_epoch(
     minimised total), ``top1``/``top5`` on the training clips when there are logits, ``clips``,
     ``clips_per_s`` (whole step: loader wait included), ``lr`` (last), ``time`` (seconds).
     ``color_permute_seed``: when set, each clip's RGB channels are shuffled (:func:`permute_colours`).
+    ``scaler``: a ``GradScaler`` for fp16 autocast (see :func:`train_step`). The progress bar shows this
+    rank's running mean loss and the learning rate.
     """
     net.train()
     sums = _Sums()
     t0 = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None
     lr = optimizer.param_groups[0]["lr"]
-    for i, batch in enumerate(progress_bar(loader, total, desc, progress)):
+    bar = progress_bar(loader, total, desc, progress)
+    for i, batch in enumerate(bar):
         if max_steps is not None and i >= max_steps:
             break
         clips, labels, meta = _split_batch(batch)
@@ -247,10 +264,13 @@ def train_one_epoch(
             amp=amp,
             clip_grad=clip_grad,
             where=f"{desc} step {step}",
+            scaler=scaler,
         )
         step += 1
         parts = {"loss": loss, **parts}
         sums.add(x.shape[0], parts, out["logits"], y)
+        if bar is not loader:  # tqdm redraws at most twice a second; this only stores the text
+            bar.set_postfix(loss=f"{sums.parts['loss'] / sums.n:.4g}", lr=f"{lr:.3g}", refresh=False)
     elapsed = time.perf_counter() - t0
     sums.reduce()
     res = sums.result()
@@ -268,7 +288,7 @@ def evaluate(
     mean=(0.5, 0.5, 0.5),
     std=(0.25, 0.25, 0.25),
     num_videos: int | None = None,
-    amp: bool = False,
+    amp: str | bool | None = None,
     channels_last: bool = False,
     teacher: nn.Module | None = None,
     teacher_cache: TeacherCache | None = None,

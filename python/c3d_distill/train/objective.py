@@ -79,10 +79,11 @@ def to_channels_last(model: nn.Module) -> nn.Module:
 
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (no loss scaling needed); a no-op elsewhere — CPU bf16 is slower here."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def autocast(device: torch.device, amp: str | bool | None):
+    """Autocast on CUDA: ``"bf16"`` (or ``True``) needs no loss scaling, ``"fp16"`` is for cards without
+    bf16 and needs a ``GradScaler`` in training; a no-op elsewhere — CPU bf16 is slower here."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16 if amp == "fp16" else torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -164,7 +165,7 @@ def run_teacher(
     x: torch.Tensor,
     *,
     stages: bool,
-    amp: bool,
+    amp: str | bool | None,
     cache: TeacherCache | None = None,
     meta: dict[str, torch.Tensor] | None = None,
     namespace: str = "train",
@@ -235,7 +236,7 @@ class Objective:
         temperature: float = 4.0,
         alpha: float = 0.9,
         cache: TeacherCache | None = None,
-        amp: bool = False,
+        amp: str | bool | None = None,
     ):
         if loss not in ("ce", "feature", "kd", "feature+kd"):
             raise ValueError(f"loss: {loss!r} is not ce, feature, kd or feature+kd")

@@ -9,8 +9,10 @@ epoch by epoch, evaluate at the end. Nothing is written before every check has p
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -36,7 +38,7 @@ from ..runs.checkpoint import (
     state_fingerprint,
 )
 from ..runs.config import INITS, RunConfig
-from ..runs.folder import MetricsLog, check_out_folder, prepare_out_folder
+from ..runs.folder import MetricsLog, RunLock, check_out_folder, prepare_out_folder
 from ..runs.model import (
     CLIP_SETTINGS,
     GIVEN_FLAGS,
@@ -68,6 +70,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _holding_run_lock(fn):
+    """One run at a time per ``--out``: rank 0 (the process that writes there; under torchrun RANK tells
+    it before the process group exists) holds ``RUN_DIR/run.lock`` from before the folder's checks until
+    the run returns, fails or is interrupted (see :class:`RunLock`)."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg: RunConfig, **kw):
+        if not cfg.out or os.environ.get("RANK", "0") != "0":
+            return fn(cfg, **kw)
+        with RunLock.acquire(Path(cfg.out)):
+            return fn(cfg, **kw)
+
+    return wrapper
+
+
+@_holding_run_lock
 def run(
     cfg: RunConfig,
     *,
@@ -102,7 +120,7 @@ def run(
         if nets.transfer_report is not None:
             (out / "transfer.json").write_text(json.dumps(nets.transfer_report, indent=2, default=float) + "\n")
     distributed.barrier()
-    log = MetricsLog(out, rows, enabled=dinfo.is_main)
+    log = MetricsLog(out, rows, enabled=dinfo.is_main, tensorboard=cfg.tensorboard)
     try:
         loop = _Loop(cfg, out, data, nets, parts, log, dinfo)
         loop.epochs(start_epoch, step, stop_after)
@@ -179,6 +197,8 @@ def _build_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None, devi
     else:
         model = _train_network(cfg, data, resumed)
     model.to(device)
+    if cfg.sync_bn:
+        model = distributed.sync_batchnorm(model, device, distributed.info().world_size)
     channels_last = cfg.channels_last and device.type == "cuda"
     if channels_last:
         to_channels_last(model)
@@ -342,6 +362,7 @@ class _Parts:
     test_loader: WatchedLoader
     reports: LoaderReports
     steps_per_epoch: int
+    scaler: torch.amp.GradScaler | None = None  # --amp fp16 on CUDA: loss scaling
 
     @classmethod
     def build(cls, cfg: RunConfig, data: _Data, nets: _Networks, dinfo) -> _Parts:
@@ -378,8 +399,12 @@ class _Parts:
             raise ValueError(
                 f"--batch-size {cfg.batch_size}: larger than the training split ({len(data.train)} videos)"
             )
+        if cfg.amp and device.type != "cuda":
+            notice(f"--amp {cfg.amp}: ignored on the {device.type} (autocast is used on CUDA only); the run "
+                   "computes in float32")
+        scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" and device.type == "cuda" else None
         return cls(objective, optimizer, cache, eval_cache, train_loader, test_loader,
-                   LoaderReports(cfg, dinfo.is_main), steps_per_epoch)
+                   LoaderReports(cfg, dinfo.is_main), steps_per_epoch, scaler)
 
 
 def _restore(cfg, ckpt, resumed, data: _Data, nets: _Networks, parts: _Parts, *, force_resume: bool):
@@ -393,6 +418,8 @@ def _restore(cfg, ckpt, resumed, data: _Data, nets: _Networks, parts: _Parts, *,
     check_compatible(ckpt, nets.meta, source=str(src))
     load_weights(nets.model, model_state(ckpt), source=str(src))
     parts.optimizer.load_state_dict(ckpt["optimizer"])
+    if parts.scaler is not None and ckpt.get("scaler"):
+        parts.scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     return int(ckpt["epoch"]), int(ckpt["scheduler"]["step"]), list(ckpt["metrics"])
 
@@ -468,6 +495,7 @@ class _Loop:
                 progress=self.progress,
                 desc=f"{self.name} {epoch + 1}/{cfg.epochs}",
                 color_permute_seed=cfg.seed if cfg.color_permute else None,
+                scaler=parts.scaler,
                 **self.norm,
             )
             tr.update(parts.train_loader.counts())
@@ -484,7 +512,7 @@ class _Loop:
             log.add({**base, "split": "train", **tr, "time_total": now})
             log.add({**base, "split": "test", **te, "time_total": now})
             if self.dinfo.is_main:
-                save_checkpoint(self.state(step, epoch + 1), self.out / CHECKPOINT_NAME)
+                save_checkpoint(self.state(step, epoch + 1), self.out / CHECKPOINT_NAME, previous_epoch=epoch)
                 if self.progress:
                     _print_epoch(self.name, epoch + 1, cfg.epochs, tr, te)
             distributed.barrier()
@@ -501,6 +529,7 @@ class _Loop:
             "config": self.cfg.to_dict(),
             "metrics": list(self.log.rows),
             "rng": rng_state(),
+            **({"scaler": self.parts.scaler.state_dict()} if self.parts.scaler is not None else {}),
         }
 
 
