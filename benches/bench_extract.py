@@ -27,7 +27,6 @@ targets are about: extract / model alone, extract / decord pipeline, sp extract 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -41,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _baselines import VisitDataset, cat_visits, make_workload  # noqa: E402
-from _common import native_module  # noqa: E402
+from _common import native_module, write_json  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 VIDEOS = RESULTS / "tmp" / "loader_videos"
@@ -200,7 +199,7 @@ def main() -> int:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out, result)
     print(table(result))
     print(f"wrote {out}")
     return 0

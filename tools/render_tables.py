@@ -228,6 +228,31 @@ def gpu_read(results: Path) -> str:
     return _table(["read_clips threads", "clips/s", "clips/s per thread"], rows)
 
 
+def extract(results: Path) -> str:
+    d = _load(results, "extract.json")
+    rows = []
+    for r in d["rows"]:
+        m = r["clips_per_s"]
+        rows.append([r["workload"], r["model"], f"{r['width']:g}", r["clips"], f"{m['extract']:.2f}",
+                     f"{m['decord_pipeline']:.2f}", f"{m['our_loader']:.1f}", f"{m['decord_loader']:.1f}",
+                     f"{m['model']:.2f}", f"{r['extract_over_model']:.2f}", _x(r["extract_over_decord"]),
+                     _x(r["extract_over_c3d_extract"])])
+    head = ["workload", "model", "width", "clips", "extract", "decord + DataLoader", "our loader", "decord loader",
+            "model alone", "extract ÷ model", "extract ÷ decord", "extract ÷ c3d's"]
+    return (_table(head, rows, "lllr" + "r" * 8) + f"\nclips/s, medians of {d['reps']} repetitions side by side "
+            f"(order rotated), batch {d['batch']}, {d['machine']['cpus']} CPUs.\n")
+
+
+def export(results: Path) -> str:
+    d = _load(results, "export_cpu.json")
+    rows = [[r["model"], f"{r['export_and_check_s']:.1f}", f"{max(r['check_rel_error'].values()):.1e}",
+             f"{r['median_ms']['eager plain']:.0f}", f"{r['median_ms']['eager fast']:.0f}",
+             f"{r['median_ms']['onnxruntime']:.0f}", _x(r["onnxruntime_vs_eager_fast"])] for r in d["rows"]]
+    head = ["model", "export + check s", "max rel. error", "eager plain ms", "eager fast ms", "ONNX Runtime ms",
+            "ORT ÷ fast (time)"]
+    return _table(head, rows) + f"\nBatch 1, full width, medians of {d['reps']} repetitions.\n"
+
+
 def headline(results: Path) -> str:
     """The README's table: one line per part, each figure from its JSON."""
     m = {r["model"]: r for r in _load(results, "models_cpu.json")["batches"]["8"]["models"]}
@@ -260,7 +285,7 @@ def headline(results: Path) -> str:
 
 RENDERERS = {f.__name__: f for f in (models_cpu, loader, loader_ucf, train, train_cache, train_full_cpu, train_cuda,
                                      transfer_random, transfer_trained, memory, fuzz, fused_pool, latency_b1,
-                                     gpu_inference, gpu_read, headline)}
+                                     gpu_inference, gpu_read, extract, export, headline)}
 
 
 def render(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:
