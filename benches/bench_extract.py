@@ -80,7 +80,7 @@ def time_extract(source: Path, videos: list[Path], out: Path) -> tuple[float, in
 
 def time_our_loader(source: Path, videos: list[Path]) -> float:
     """The extractor's reading alone: its plan, its read requests, its reader thread."""
-    from c3d_distill.extract.core import Video, _chunks, _reader, plan
+    from c3d_distill.extract.core import Video, _chunks, _reader, plan  # Video: re-exported from .output
     from c3d_distill.runs.source import open_source
 
     t = time.perf_counter()

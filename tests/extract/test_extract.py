@@ -117,7 +117,7 @@ def test_h5_and_npy_agree_and_settings_are_guarded(source, videos, tmp_path, cap
 
 KILL = """
 import os, signal, sys
-import c3d_distill.extract.core as core
+import c3d_distill.extract.output as core
 from c3d_distill.cli import main
 where, after = sys.argv[1], int(sys.argv[2])
 count = [0]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .._lazy import lazy_attributes
 
-__getattr__ = lazy_attributes(__name__, {"extract": ".core", "ExtractError": ".core", "read_manifest": ".core",
+__getattr__ = lazy_attributes(__name__, {"extract": ".core", "ExtractError": ".output", "read_manifest": ".output",
                                          "layer_outputs": ".core"})
 
 __all__ = ["ExtractError", "extract", "layer_outputs", "read_manifest"]
