@@ -16,6 +16,7 @@ RESUMABLE_CHANGES = {
     "device", "progress", "threads", "prefetch", "out", "extra", "teacher", "data", "test_data",
     "on_error",  # a run stopped by a corrupt video continues with --on-error skip
     "teacher_cache_mb",  # cached outputs are bit-identical to computed ones
+    "recipe",  # a name only: the values it filled are compared field by field
 }
 
 
