@@ -62,8 +62,11 @@ DISTILL = {  # 10 epochs each, feature loss, transferred student
     "sgd 3e-3, warm-up 0.5, no dropout, clip 5": [
         "--optimizer", "sgd", "--lr", "3e-3", "--weight-decay", "5e-4", "--warmup-epochs", "0.5",
         "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
-    "adamw 1e-4, warm-up 0.5, no dropout, clip 5": [
-        "--optimizer", "adamw", "--lr", "1e-4", "--weight-decay", "1e-4", "--warmup-epochs", "0.5",
+    "adamw 3e-4, warm-up 0.5, no dropout, clip 5": [
+        "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-4", "--warmup-epochs", "0.5",
+        "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+    "sgd 0.01, warm-up 0.5, no dropout, clip 5": [
+        "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4", "--warmup-epochs", "0.5",
         "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
 }
 STUDENTS = ("mc4", "sp")

@@ -70,7 +70,7 @@ def test_help_shows_each_recipes_default(capsys):
     with pytest.raises(SystemExit):
         build_parser("train").parse_args(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--lr LR default by recipe: scratch 0.001, finetune 0.001, distill 0.003" in out
+    assert "--lr LR default by recipe: scratch 0.001, finetune 0.001, distill 0.01" in out
     assert "scratch 30, finetune 45, distill 10" in out
 
 

@@ -15,8 +15,9 @@ synthetic set, width 1/8, 112x112, batch 8, chosen on a validation set held out 
 - ``finetune``: the published C3D fine-tune on UCF101 (mmaction2's c3d_sports1m_16x1x1_45e_ucf101):
   SGD 1e-3, momentum 0.9, weight decay 5e-4, dropout 0.5, 45 epochs with the rate ×0.1 at 20 and 40,
   gradient norm clipped to 40.
-- ``distill``: the student starts near the teacher (weight transfer); SGD 0.01 without clipping diverges
-  within a few steps (loss NaN), SGD 3e-3 with half a warm-up epoch and clipping to 5 keeps and improves it.
+- ``distill``: the student starts near the teacher (weight transfer). Without clipping an early step can
+  diverge (loss NaN); with half a warm-up epoch and the norm clipped to 5, SGD 0.01 had the best validation
+  accuracy for mc4 and sp (over SGD 3e-3, slower, and AdamW 3e-4).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "distill",
             "distill",
-            dict(epochs=10, optimizer="sgd", lr=3e-3, momentum=0.9, weight_decay=5e-4, schedule="cosine",
+            dict(epochs=10, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                  warmup_epochs=0.5, step_epochs=4, gamma=0.1, clip_grad=5.0, dropout=0.0),
         ),
     )
