@@ -84,7 +84,8 @@ class RunConfig:
     init_sha256: str | None = None  # train --init FILE|RUN: the file's SHA-256 (init is its absolute path)
     short: str = "repeat"  # a video shorter than a clip (see SHORT)
     on_error: str = "raise"  # an unreadable video (see ON_ERROR)
-    # optimisation
+    # optimisation (the CLI fills these from the recipe named here: c3d_distill.runs.recipes)
+    recipe: str | None = None
     epochs: int = 10
     batch_size: int = 16
     optimizer: str = "sgd"

@@ -17,6 +17,8 @@ from ..runs.config import (
     SHORT,
     RunConfig,
 )
+from ..runs.recipes import defaults_help
+from . import configfile
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "class count differs. Recorded in config.json (init, init_sha256)",
     )
     _common(p)
+    configfile.prepare(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -73,6 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(those clips run the teacher every epoch; eval.json counts them)",
     )
     _common(p, distill=True)
+    configfile.prepare(p)
     p.set_defaults(func=cmd_distill)
 
 
@@ -98,7 +102,7 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     g.add_argument(
         "--size", type=int, default=shape_default, help="crop size (default 112; resize scales with it)"
     )
-    g.add_argument("--dropout", type=float, default=d.dropout)
+    g.add_argument("--dropout", type=float, default=None, help=defaults_help("dropout"))
     g.add_argument("--plain", action="store_true", help="plain PyTorch layers instead of the fast paths")
     g = p.add_argument_group("preprocessing (default: " + (
         "the teacher's" if distill else "--init's, else kinetics") + ")")
@@ -166,18 +170,29 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         help="split of the fold in --test-data (or --data) evaluated after each epoch and at the end "
         "(default test; HMDB51 also has unused); not for list:FILE, one split",
     )
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--momentum", type=float, default=d.momentum)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
-    g.add_argument("--step-epochs", type=int, default=d.step_epochs)
-    g.add_argument("--gamma", type=float, default=d.gamma)
-    g.add_argument("--clip-grad", type=float, default=None, help="clip the gradient norm to this value")
+    g = p.add_argument_group(
+        "optimisation",
+        "unset flags come from the run's recipe: scratch (train without --init), finetune (train --init) "
+        "or distill; config.json records the recipe and its values",
+    )
+    g.add_argument("--epochs", type=int, default=None, help=defaults_help("epochs"))
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help=defaults_help("optimizer"))
+    g.add_argument("--lr", type=float, default=None, help=defaults_help("lr"))
+    g.add_argument("--momentum", type=float, default=None, help="SGD's; " + defaults_help("momentum"))
+    g.add_argument("--weight-decay", type=float, default=None, help=defaults_help("weight_decay"))
+    g.add_argument("--schedule", choices=SCHEDULES, default=None, help=defaults_help("schedule"))
+    g.add_argument("--warmup-epochs", type=float, default=None, help=defaults_help("warmup_epochs"))
+    g.add_argument(
+        "--step-epochs", type=int, default=None, help="--schedule step: decay every N epochs; " + defaults_help("step_epochs")
+    )
+    g.add_argument("--gamma", type=float, default=None, help="--schedule step: the factor; " + defaults_help("gamma"))
+    g.add_argument(
+        "--clip-grad",
+        type=float,
+        default=None,
+        help="clip the gradient norm to this value (0: no clipping); " + defaults_help("clip_grad"),
+    )
     g = p.add_argument_group("execution")
     g.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     g.add_argument(
@@ -231,6 +246,9 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
 
 def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
     from ..datasets import split_of
+    from ..runs.recipes import FIELDS, apply_recipe
+
+    args, file_fields = configfile.resolve(args, mode)
 
     test_spec = args.test_data or args.data
     cfg = RunConfig(
@@ -241,7 +259,6 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         train_split=split_of(args.data, args.train_split, "--train-split", "train"),
         test_split=split_of(test_spec, args.test_split, "--test-split", "test"),
         test_data=args.test_data,
-        dropout=args.dropout,
         fast=not args.plain,
         stride=args.stride if args.stride is not None else RunConfig().stride,
         clips_per_video=args.clips_per_video,
@@ -254,17 +271,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         final_eval_clips=args.final_eval_clips,
         mean=DEFAULT_MEAN,
         std=DEFAULT_STD,
-        epochs=args.epochs,
         batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        warmup_epochs=args.warmup_epochs,
-        step_epochs=args.step_epochs,
-        gamma=args.gamma,
-        clip_grad=args.clip_grad,
         device=args.device,
         amp=args.amp,
         sync_bn=args.sync_bn,
@@ -275,6 +282,8 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         progress=args.progress,
     )
     cfg.sampler = args.sampler
+    for k, v in file_fields.items():  # config.json fields without a flag (mean, std, resize, ...)
+        setattr(cfg, k, v)
     for k in ("width", "frames", "size"):
         v = getattr(args, k, None)
         if v is not None:
@@ -301,6 +310,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         cfg.alpha = args.alpha
         cfg.teacher_cache = args.teacher_cache
         cfg.teacher_cache_mb = args.teacher_cache_mb
+    apply_recipe(cfg, {k: getattr(args, k) for k in FIELDS})  # after init: it picks the recipe
     return cfg
 
 
@@ -308,6 +318,7 @@ def _run(args: argparse.Namespace, mode: str) -> int:
     from .. import distributed
     from .run import run
 
+    args, _ = configfile.resolve(args, mode)  # command line over --config FILE over defaults
     cfg = config_from_args(args, mode)
     try:
         result = run(

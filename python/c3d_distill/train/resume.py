@@ -17,6 +17,7 @@ RESUMABLE_CHANGES = {
     "on_error",  # a run stopped by a corrupt video continues with --on-error skip
     "teacher_cache_mb",  # cached outputs are bit-identical to computed ones
     "tensorboard",
+    "recipe",  # a name only: the values it filled are compared field by field
 }
 
 

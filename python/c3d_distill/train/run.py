@@ -61,6 +61,7 @@ from .data import (
 from .engine import build_optimizer, evaluate, lr_at, train_one_epoch
 from .objective import Objective, StudentNet, TeacherCache, to_channels_last, unwrap
 from .resume import check_resume_config, check_resume_inputs, settle_init_path
+from .stall import check_epoch
 from .students import adopt_teacher_clips, build_student, collapsed_teacher
 
 
@@ -511,6 +512,9 @@ class _Loop:
             base = {"run": self.name, "model": cfg.model, "epoch": epoch + 1}
             log.add({**base, "split": "train", **tr, "time_total": now})
             log.add({**base, "split": "test", **te, "time_total": now})
+            stalled = check_epoch(cfg, epoch + 1, tr, self.data.num_classes)
+            if stalled and self.dinfo.is_main:
+                warn(f"{self.name}: {stalled}")
             if self.dinfo.is_main:
                 save_checkpoint(self.state(step, epoch + 1), self.out / CHECKPOINT_NAME, previous_epoch=epoch)
                 if self.progress:
