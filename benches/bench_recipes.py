@@ -9,8 +9,8 @@ for the record only (``c3d-distill eval RUN --data synth:A``).
 
 Stages (``--stage``):
 
-- ``scratch``: ``c3d-distill train --model c3d`` with each candidate's flags (the old defaults first);
-- ``distill``: ``c3d-distill distill --student S --init transfer`` from the best scratch teacher
+- ``fresh``: ``c3d-distill train --model c3d`` with each candidate's flags (the old defaults first);
+- ``distill``: ``c3d-distill distill --student S --init transfer`` from the best fresh teacher
   (by validation accuracy) with each candidate's flags;
 - ``defaults``: the acceptance runs: ``train`` and ``distill`` (mc4, sp) with no optimisation flag at all
   (the recipes), on a set that is not the demo's (here: set A, 5 classes, seed 11, 160x120).
@@ -19,7 +19,7 @@ Runs live in ``--work`` (default /tmp/c3d-bench-recipes); a candidate whose run 
 ``eval.json`` and ``test.json`` is read back, not redone. Writes ``benches/results/recipes.json``
 (candidates, flags, commands, validation and test clip/video accuracy, seconds) and prints a table.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benches/bench_recipes.py --stage scratch
+    OMP_NUM_THREADS=1 .venv/bin/python benches/bench_recipes.py --stage fresh
     OMP_NUM_THREADS=1 .venv/bin/python benches/bench_recipes.py --stage distill
     OMP_NUM_THREADS=1 .venv/bin/python benches/bench_recipes.py --stage defaults
 """
@@ -45,7 +45,7 @@ SHAPE = ["--width", "0.125", "--batch-size", "8", "--final-eval-clips", "3", "--
 OLD = ["--optimizer", "sgd", "--lr", "0.01", "--schedule", "cosine", "--dropout", "0.5",
        "--warmup-epochs", "0", "--weight-decay", "5e-4"]  # the defaults before the recipes (no clipping)
 
-SCRATCH = {  # 30 epochs each
+FRESH = {  # 30 epochs each
     "old defaults (sgd 0.01, dropout 0.5)": OLD,
     "adamw 1e-3, warm-up 1, no dropout, clip 5": [
         "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4", "--warmup-epochs", "1",
@@ -142,9 +142,9 @@ def save(res: dict) -> None:
 
 
 def best_teacher(res: dict) -> Path:
-    ok = {k: v for k, v in res.get("scratch", {}).items() if "val_clip_acc" in v}
+    ok = {k: v for k, v in res.get("fresh", {}).items() if "val_clip_acc" in v}
     if not ok:
-        raise SystemExit("no finished scratch run: run --stage scratch first")
+        raise SystemExit("no finished fresh run: run --stage fresh first")
     name = max(ok, key=lambda k: ok[k]["val_clip_acc"])
     return Path(ok[name]["run"])
 
@@ -155,7 +155,7 @@ def slug(name: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", choices=("scratch", "distill", "defaults"), required=True)
+    ap.add_argument("--stage", choices=("fresh", "distill", "defaults"), required=True)
     ap.add_argument("--work", default="/tmp/c3d-bench-recipes")
     ap.add_argument("--only", help="candidate numbers, comma-separated, 1-based in the stage's order (default all)")
     args = ap.parse_args()
@@ -170,13 +170,13 @@ def main() -> None:
         "threads": "OMP_NUM_THREADS=1, loader --threads 1 (2 shared CPU cores)",
     }
     only = {int(x) for x in args.only.split(",")} if args.only else None
-    if args.stage == "scratch":
-        for i, (name, flags) in enumerate(SCRATCH.items(), start=1):
+    if args.stage == "fresh":
+        for i, (name, flags) in enumerate(FRESH.items(), start=1):
             if only and i not in only:
                 continue
-            out = work / "runs" / f"scratch_{slug(name)}"
+            out = work / "runs" / f"fresh_{slug(name)}"
             r = run_one(base_cmd("train", data, val, out, 30, ["--model", "c3d", *flags]), out, data)
-            res.setdefault("scratch", {})[name] = {"run": str(out), "epochs": 30, **r}
+            res.setdefault("fresh", {})[name] = {"run": str(out), "epochs": 30, **r}
             save(res)
             print(name, {k: r.get(k) for k in ("val_clip_acc", "test_clip_acc", "seconds", "failed")}, flush=True)
     elif args.stage == "distill":
@@ -221,8 +221,8 @@ def table(res: dict) -> None:
     def f(v):
         return "-" if v is None else f"{v:.3f}"
 
-    for name, r in res.get("scratch", {}).items():
-        print(f"| scratch c3d | {name} | {f(r.get('val_clip_acc'))} | {f(r.get('test_clip_acc'))} | "
+    for name, r in res.get("fresh", {}).items():
+        print(f"| fresh c3d | {name} | {f(r.get('val_clip_acc'))} | {f(r.get('test_clip_acc'))} | "
               f"{f(r.get('test_video_acc'))} | {r.get('seconds')} {r.get('failed', '')} |")
     for student, cands in res.get("distill", {}).items():
         for name, r in cands.items():

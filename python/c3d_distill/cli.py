@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "c3d_distill.transfer.cli",  # transfer
     "c3d_distill.train.cli",  # train, distill
     "c3d_distill.evaluate.cli",  # eval
+    "c3d_distill.extract.cli",  # extract
     "c3d_distill.report.cli",  # report
     "c3d_distill.export.cli",  # export
     "c3d_distill.demo",  # demo

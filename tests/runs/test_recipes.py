@@ -18,9 +18,9 @@ def cfg_of(*argv: str) -> RunConfig:
 
 
 def test_recipe_for_each_situation():
-    assert recipe_for("train", "transfer").name == "scratch"  # RunConfig's default init
-    assert recipe_for("train", "random").name == "scratch"
-    assert recipe_for("train", None).name == "scratch"
+    assert recipe_for("train", "transfer").name == "fresh"  # RunConfig's default init
+    assert recipe_for("train", "random").name == "fresh"
+    assert recipe_for("train", None).name == "fresh"
     assert recipe_for("train", "runs/teacher/checkpoint.pt").name == "finetune"
     assert recipe_for("distill", "transfer").name == "distill"
     assert recipe_for("distill", "student.pt").name == "distill"
@@ -45,13 +45,13 @@ def test_finetune_is_the_published_c3d_recipe():
 
 def test_cli_fills_unset_flags_from_the_recipe_and_explicit_flags_win():
     cfg = cfg_of("train", "--data", "synth:d", "--out", "o")
-    assert cfg.recipe == "scratch"
-    assert {k: getattr(cfg, k) for k in FIELDS} == RECIPES["scratch"].values
+    assert cfg.recipe == "fresh"
+    assert {k: getattr(cfg, k) for k in FIELDS} == RECIPES["fresh"].values
     cfg = cfg_of("train", "--data", "synth:d", "--out", "o", "--lr", "0.05", "--optimizer", "sgd",
                  "--clip-grad", "0", "--dropout", "0.25")
-    assert cfg.recipe == "scratch"
+    assert cfg.recipe == "fresh"
     assert (cfg.lr, cfg.optimizer, cfg.clip_grad, cfg.dropout) == (0.05, "sgd", None, 0.25)
-    assert cfg.warmup_epochs == RECIPES["scratch"].values["warmup_epochs"]  # the rest still the recipe's
+    assert cfg.warmup_epochs == RECIPES["fresh"].values["warmup_epochs"]  # the rest still the recipe's
     cfg = cfg_of("distill", "--teacher", "t", "--data", "synth:d", "--out", "o", "--epochs", "3")
     assert cfg.recipe == "distill" and cfg.epochs == 3
     assert cfg.lr == RECIPES["distill"].values["lr"] and cfg.clip_grad == RECIPES["distill"].values["clip_grad"]
@@ -70,8 +70,8 @@ def test_help_shows_each_recipes_default(capsys):
     with pytest.raises(SystemExit):
         build_parser("train").parse_args(["train", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--lr LR default by recipe: scratch 0.001, finetune 0.001, distill 0.01" in out
-    assert "scratch 30, finetune 45, distill 10" in out
+    assert "--lr LR default by recipe: fresh 0.001, finetune 0.001, distill 0.01" in out
+    assert "fresh 30, finetune 45, distill 10" in out
 
 
 def test_config_file_under_the_command_line(tmp_path):
@@ -84,7 +84,7 @@ def test_config_file_under_the_command_line(tmp_path):
     assert (cfg.clip_grad, cfg.flip, cfg.fast, cfg.optimizer) == (2.0, False, False, "sgd")
     assert cfg.epochs == 3  # the command line wins
     assert cfg.resize == (40, 50)  # a config.json field without a flag
-    assert cfg.warmup_epochs == RECIPES["scratch"].values["warmup_epochs"]  # neither: the recipe
+    assert cfg.warmup_epochs == RECIPES["fresh"].values["warmup_epochs"]  # neither: the recipe
 
 
 def test_a_runs_own_config_json_works(tmp_path):

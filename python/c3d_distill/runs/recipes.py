@@ -1,4 +1,4 @@
-"""Optimisation defaults per situation: a run from scratch, a fine-tune from given weights, a distillation.
+"""Optimisation defaults per situation: a run from random initialisation, a fine-tune from given weights, a distillation.
 
 ``train`` and ``distill`` leave every optimisation flag unset (``None``) and fill the ones not given from
 the recipe of what the run is (:func:`recipe_for`); an explicit flag (or ``--config`` key) always wins.
@@ -9,7 +9,7 @@ dataclass defaults; :func:`apply_recipe` is theirs to call.
 Why these numbers (``benches/bench_recipes.py``, ``benches/results/recipes.json``: 5-class temporal
 synthetic set, width 1/8, 112x112, batch 8, chosen on a validation set held out from training and test):
 
-- ``scratch``: the normalisation-free C3D sits at the constant solution (loss ln C) for many epochs with
+- ``fresh``: the normalisation-free C3D sits at the constant solution (loss ln C) for many epochs with
   SGD 0.01 and dropout 0.5, and without clipping an early large step can throw it there for good. AdamW
   with one warm-up epoch, no dropout and the gradient norm clipped to 5 leaves it and learns.
 - ``finetune``: the published C3D fine-tune on UCF101 (mmaction2's c3d_sports1m_16x1x1_45e_ucf101):
@@ -52,7 +52,7 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe(
-            "scratch",
+            "fresh",
             "train without --init",
             dict(epochs=30, optimizer="adamw", lr=1e-3, momentum=0.9, weight_decay=1e-4, schedule="cosine",
                  warmup_epochs=1.0, step_epochs=4, gamma=0.1, clip_grad=5.0, dropout=0.0),
@@ -75,12 +75,12 @@ RECIPES: dict[str, Recipe] = {
 
 def recipe_for(mode: str, init: str | None) -> Recipe:
     """The recipe of a run: ``distill`` in distillation; in training ``finetune`` when it starts from given
-    weights (``init`` a file or run folder), else ``scratch``."""
+    weights (``init`` a file or run folder), else ``fresh``."""
     if mode == "distill":
         return RECIPES["distill"]
     if mode == "train" and init not in (None, "", "transfer", "random"):
         return RECIPES["finetune"]
-    return RECIPES["scratch"]
+    return RECIPES["fresh"]
 
 
 def apply_recipe(cfg, given: dict[str, Any]) -> None:
@@ -96,7 +96,7 @@ def apply_recipe(cfg, given: dict[str, Any]) -> None:
 
 
 def defaults_help(field: str) -> str:
-    """``default: scratch X, finetune Y, distill Z`` for a flag's help (``%`` escaped for argparse)."""
+    """``default: fresh X, finetune Y, distill Z`` for a flag's help (``%`` escaped for argparse)."""
     def show(v: Any) -> str:
         return "none" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 

@@ -172,7 +172,7 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
     )
     g = p.add_argument_group(
         "optimisation",
-        "unset flags come from the run's recipe: scratch (train without --init), finetune (train --init) "
+        "unset flags come from the run's recipe: fresh (train without --init), finetune (train --init) "
         "or distill; config.json records the recipe and its values",
     )
     g.add_argument("--epochs", type=int, default=None, help=defaults_help("epochs"))

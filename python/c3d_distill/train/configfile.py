@@ -120,7 +120,11 @@ def _from_file(path: str, data: dict[str, Any], flags: dict[str, argparse.Action
             continue
         if k == "fast" and "plain" in flags:
             k, value = "plain", not bool(value)
-        if k in flags:
+        # A run's config.json holds resize/mean/std in the reader's 0-1 units and preprocess as the preset's
+        # values: they are the run's pipeline as recorded, not the flags (given in the preset's units).
+        if k in ("resize", "mean", "std") or (k == "preprocess" and isinstance(value, dict)):
+            to_fields[k] = tuple(value) if isinstance(value, list) else value
+        elif k in flags:
             to_flags[k] = _check_value(path, key, value, flags[k])
         elif k in fields:
             to_fields[k] = tuple(value) if isinstance(value, list) else value
