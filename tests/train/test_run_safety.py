@@ -125,12 +125,17 @@ def test_a_full_disk_at_a_checkpoint_keeps_the_previous_one_and_says_so(synth, t
 
 def test_amp_flag_and_old_configs():
     from c3d_distill.cli import build_parser
+    from c3d_distill.train import configfile
 
     p = build_parser("train")
     base = ["train", "--data", "synth:x", "--out", "o"]
-    assert p.parse_args(base).amp is None
-    assert p.parse_args([*base, "--amp"]).amp == "bf16"
-    assert p.parse_args([*base, "--amp", "fp16", "--sync-bn"]).amp == "fp16"
+
+    def amp(argv):  # the flags as the command sees them: command line over --config over the defaults
+        return configfile.resolve(p.parse_args(argv), "train")[0].amp
+
+    assert amp(base) is None
+    assert amp([*base, "--amp"]) == "bf16"
+    assert amp([*base, "--amp", "fp16", "--sync-bn"]) == "fp16"
     with pytest.raises(SystemExit):
         p.parse_args([*base, "--amp", "fp32"])
     assert RunConfig.from_dict({"amp": True}).amp == "bf16"  # configs written when --amp was bf16 only
