@@ -290,7 +290,7 @@ def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream
             n = min(batch_size, len(buf_owner))
             take, owners = x[:n], buf_owner[:n]
             buf_x, buf_owner = ([x[n:]] if n < len(x) else []), buf_owner[n:]
-            feats = _forward(model, take, batch_size, device, amp, output.layers, read_kw)
+            feats = _forward(model, take, device, amp, output.layers, read_kw)
             for j, v in enumerate(owners):
                 if id(v) in failed:
                     continue
@@ -333,20 +333,13 @@ def _run(model, videos, output, read_kw, frames, frame_step, step, short, stream
     return {"clips": clips_done, "seconds": dt, "clips_per_s": clips_done / dt if dt > 0 else 0.0}
 
 
-def _forward(model, arr: np.ndarray, batch_size: int, device: torch.device, amp: bool, layers, read_kw):
-    """Layer outputs for every clip of ``arr``, as float32 numpy arrays."""
-    outs: dict[str, list[np.ndarray]] = {k: [] for k in layers}
-    x_all = torch.from_numpy(arr)
-    mean, std = read_kw.get("mean"), read_kw.get("std")
+def _forward(model, batch: np.ndarray, device: torch.device, amp: bool, layers, read_kw) -> dict[str, np.ndarray]:
+    """Layer outputs of one batch of clips, as float32 numpy arrays (uint8 clips, on CUDA, normalised on
+    the card by the training loop's ``prepare_batch``)."""
+    from ..train.engine import prepare_batch
+
     with torch.inference_mode():
-        for i in range(0, len(x_all), batch_size):
-            x = x_all[i:i + batch_size].to(device, non_blocking=True)
-            if x.dtype == torch.uint8:  # CUDA: normalised here
-                m = torch.tensor(mean, device=device).view(1, 3, 1, 1, 1) * 255.0
-                s = torch.tensor(std, device=device).view(1, 3, 1, 1, 1) * 255.0
-                x = (x.float() - m) / s
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
-                res = layer_outputs(model, x, layers)
-            for k, v in res.items():
-                outs[k].append(v.float().cpu().numpy())
-    return {k: np.concatenate(v) if v else np.zeros((0, 0), np.float32) for k, v in outs.items()}
+        x = prepare_batch(torch.from_numpy(batch), device, mean=read_kw["mean"], std=read_kw["std"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            res = layer_outputs(model, x, layers)
+        return {k: v.float().cpu().numpy() for k, v in res.items()}
