@@ -273,3 +273,19 @@ def test_a_collapsed_teacher_is_recognised():
         teacher.conv5b.bias.fill_(0.5)  # alive but blind to the input
     assert "the same for all 4" in collapsed_teacher(teacher, probe)
     assert teacher.training  # the check leaves the mode as it was
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_bn_keeps_the_running_statistics_and_trains_the_affine(freeze):
+    torch.manual_seed(0)
+    model = create_model("sp_bn", 4, dropout=0.0, **TINY)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm3d)]
+    stats = [(b.running_mean.clone(), b.running_var.clone(), b.weight.detach().clone()) for b in bns]
+    net = StudentNet(model)
+    opt = build_optimizer(model.parameters(), "sgd", 0.05, 0.9, 0.0)
+    train_one_epoch(net, batches(n=16), Objective("ce"), opt, device=CPU, freeze_bn=freeze)
+    same_stats = [torch.equal(b.running_mean, m) and torch.equal(b.running_var, v) for b, (m, v, _) in zip(bns, stats)]
+    assert all(same_stats) == freeze and (any(same_stats) is False or freeze)
+    # the scale still learns either way, and the rest of the network is in train mode
+    assert any(not torch.equal(b.weight.detach(), w) for b, (_, _, w) in zip(bns, stats))
+    assert model.training and all(b.training != freeze for b in bns)

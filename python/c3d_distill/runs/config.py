@@ -101,6 +101,7 @@ class RunConfig:
     device: str = "cpu"
     amp: str | None = None  # "bf16" or "fp16" autocast (CUDA; fp16 with loss scaling); ignored on the CPU
     sync_bn: bool = False  # SyncBatchNorm across ranks under DDP (students with BatchNorm)
+    freeze_bn: bool = False  # BatchNorm in eval mode while training: running statistics kept, affine learnt
     compile: bool = False
     channels_last: bool = True  # on CUDA only
     seed: int = 0

@@ -211,6 +211,13 @@ def _common(p: argparse.ArgumentParser, *, distill: bool = False) -> None:
         "with BatchNorm such as sp_bn); default off, each rank normalises its own share",
     )
     g.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="BatchNorm layers normalise with their running statistics while training (kept fixed; scale and "
+        "shift still learn), as after the weight transfer into sp_bn: the student trains as the function "
+        "the transfer built. Default off: each batch's own statistics",
+    )
+    g.add_argument(
         "--no-tensorboard",
         dest="tensorboard",
         action="store_false",
@@ -275,6 +282,7 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
         device=args.device,
         amp=args.amp,
         sync_bn=args.sync_bn,
+        freeze_bn=args.freeze_bn,
         tensorboard=args.tensorboard,
         compile=args.compile,
         seed=args.seed,

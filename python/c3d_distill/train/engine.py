@@ -159,6 +159,21 @@ class _Sums:
         return out
 
 
+def freeze_batchnorm(net: nn.Module) -> int:
+    """Put every BatchNorm layer of ``net`` in eval mode (the rest stays as it is): each normalises with its
+    running statistics, which no longer change, while its scale and shift still learn. Detectron2's
+    ``FrozenBatchNorm2d`` and mmaction2's ``norm_eval`` do the same for fine-tuning. For a student
+    initialised by weight transfer the statistics are those of the teacher's activations, so the network
+    trains as the function the transfer built (in train mode each batch's own statistics replace them).
+    Returns how many layers it froze."""
+    n = 0
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            n += 1
+    return n
+
+
 def train_step(
     net: nn.Module,
     objective: Objective,
@@ -220,6 +235,7 @@ def train_one_epoch(
     progress: bool = False,
     desc: str = "train",
     scaler: torch.amp.GradScaler | None = None,
+    freeze_bn: bool = False,
     batch_hook: Callable[[int, torch.Tensor, torch.Tensor, dict | None], None] | None = None,
     max_steps: int | None = None,
     color_permute_seed: int | None = None,
@@ -231,9 +247,12 @@ def train_one_epoch(
     ``clips_per_s`` (whole step: loader wait included), ``lr`` (last), ``time`` (seconds).
     ``color_permute_seed``: when set, each clip's RGB channels are shuffled (:func:`permute_colours`).
     ``scaler``: a ``GradScaler`` for fp16 autocast (see :func:`train_step`). The progress bar shows this
-    rank's running mean loss and the learning rate.
+    rank's running mean loss and the learning rate. ``freeze_bn``: BatchNorm layers stay in eval mode
+    (:func:`freeze_batchnorm`).
     """
     net.train()
+    if freeze_bn:
+        freeze_batchnorm(net)
     sums = _Sums()
     t0 = time.perf_counter()
     total = len(loader) if hasattr(loader, "__len__") else None

@@ -497,6 +497,7 @@ class _Loop:
                 desc=f"{self.name} {epoch + 1}/{cfg.epochs}",
                 color_permute_seed=cfg.seed if cfg.color_permute else None,
                 scaler=parts.scaler,
+                freeze_bn=cfg.freeze_bn,
                 **self.norm,
             )
             tr.update(parts.train_loader.counts())
