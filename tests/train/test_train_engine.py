@@ -284,8 +284,8 @@ def test_freeze_bn_keeps_the_running_statistics_and_trains_the_affine(freeze):
     net = StudentNet(model)
     opt = build_optimizer(model.parameters(), "sgd", 0.05, 0.9, 0.0)
     train_one_epoch(net, batches(n=16), Objective("ce"), opt, device=CPU, freeze_bn=freeze)
-    same_stats = [torch.equal(b.running_mean, m) and torch.equal(b.running_var, v) for b, (m, v, _) in zip(bns, stats)]
+    same_stats = [torch.equal(b.running_mean, m) and torch.equal(b.running_var, v) for b, (m, v, _) in zip(bns, stats, strict=True)]
     assert all(same_stats) == freeze and (any(same_stats) is False or freeze)
     # the scale still learns either way, and the rest of the network is in train mode
-    assert any(not torch.equal(b.weight.detach(), w) for b, (_, _, w) in zip(bns, stats))
+    assert any(not torch.equal(b.weight.detach(), w) for b, (_, _, w) in zip(bns, stats, strict=True))
     assert model.training and all(b.training != freeze for b in bns)
