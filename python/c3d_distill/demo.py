@@ -33,9 +33,9 @@ from .runs.config import RunConfig
 # 1e-4) without dropout 0.68 — dropout in a head this narrow (hidden 512) mostly slows the escape.
 # The students: chosen on a validation set (the same generator with seed 1, its own teacher trained with
 # the teacher settings below; validation teacher 0.465 test clip accuracy), 8 epochs each (the demo gives
-# them 12). Pool5 MSE alone
-# with the teacher's head frozen (SGD 0.003 or 0.01) left mc4 at 0.42 and sp at 0.31; feature+kd (the
-# head learns too, from the teacher's logits) with SGD 0.01 gave 0.44 / 0.48, with AdamW 1e-3 0.50 / 0.50.
+# them 12). Pool5 MSE alone with the teacher's head frozen (SGD 0.003 or 0.01) left mc4 at 0.42 and sp at
+# 0.31; feature+kd (the head learns too, from the teacher's logits) with SGD 0.01 gave 0.44 / 0.48, with
+# AdamW 1e-3 0.50 / 0.50.
 # sp_bn with the same settings reached 0.37: in train mode each batch's own statistics replace the ones the
 # transfer set, so it no longer computes what the transfer built; with its BatchNorm frozen (running
 # statistics kept, scale and shift learnt) 0.47.
