@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from _common import write_json
+
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "results" / "recipes.json"
 CLI = [sys.executable, "-m", "c3d_distill"]
@@ -57,17 +59,24 @@ FRESH = {  # 30 epochs each
         "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4", "--warmup-epochs", "1",
         "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
 }
-DISTILL = {  # 10 epochs each, feature loss, transferred student
-    "old defaults (sgd 0.01, dropout 0.5)": OLD,
+DISTILL = {  # 10 epochs each, transferred student; the loss is part of each candidate
+    "old defaults (sgd 0.01, dropout 0.5)": ["--loss", "feature", *OLD],
     "sgd 3e-3, warm-up 0.5, no dropout, clip 5": [
-        "--optimizer", "sgd", "--lr", "3e-3", "--weight-decay", "5e-4", "--warmup-epochs", "0.5",
-        "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+        "--loss", "feature", "--optimizer", "sgd", "--lr", "3e-3", "--weight-decay", "5e-4",
+        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
     "adamw 3e-4, warm-up 0.5, no dropout, clip 5": [
-        "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-4", "--warmup-epochs", "0.5",
-        "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+        "--loss", "feature", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-4",
+        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
     "sgd 0.01, warm-up 0.5, no dropout, clip 5": [
-        "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4", "--warmup-epochs", "0.5",
-        "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+        "--loss", "feature", "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4",
+        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+    # feature+kd: the head also learns from the teacher's logits (the teacher has a head for the classes)
+    "feature+kd, sgd 0.01, warm-up 0.5, no dropout, clip 5": [
+        "--loss", "feature+kd", "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4",
+        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+    "feature+kd, adamw 1e-3, warm-up 0.5, no dropout, clip 5": [
+        "--loss", "feature+kd", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
+        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
 }
 STUDENTS = ("mc4", "sp")
 
@@ -112,8 +121,10 @@ def run_one(cmd: list[str], run_dir: Path, data: str) -> dict:
     bench = json.loads((run_dir / "bench.json").read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     train_rows = [r for r in rows if r["split"] == "train"]
+    conf = json.loads((run_dir / "config.json").read_text())
     return {
         "command": shlex.join(cmd),
+        "loss": conf["loss"],  # as the run recorded it (with no --loss: the default it chose)
         "val_clip_acc": ev["final_top1"],
         "val_video_acc": ev["final_video_acc"],
         "test_clip_acc": te.get("top1"),
@@ -138,15 +149,26 @@ def load_results() -> dict:
 
 def save(res: dict) -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(res, indent=2) + "\n")
+    write_json(OUT, res, indent=2)  # paths under the temp folder are written as $TMPDIR/...
 
 
-def best_teacher(res: dict) -> Path:
+def fresh_dir(work: Path, name: str) -> Path:
+    return work / "runs" / f"fresh_{slug(name)}"
+
+
+def best_teacher(res: dict, work: Path) -> tuple[str, Path]:
+    """The teacher of the distill stage, in this ``--work`` folder (the recorded ``run`` is portable, not a
+    path to open): the one the recorded distill runs used (``distill_teacher_candidate``), else the fresh
+    run with the best validation accuracy. Delete ``distill`` from the JSON to choose again."""
     ok = {k: v for k, v in res.get("fresh", {}).items() if "val_clip_acc" in v}
     if not ok:
         raise SystemExit("no finished fresh run: run --stage fresh first")
-    name = max(ok, key=lambda k: ok[k]["val_clip_acc"])
-    return Path(ok[name]["run"])
+    name = res.get("distill_teacher_candidate") if res.get("distill") else None
+    name = name or max(ok, key=lambda k: ok[k]["val_clip_acc"])
+    path = fresh_dir(work, name)
+    if not (path / "checkpoint.pt").exists():
+        raise SystemExit(f"{path}: the teacher's fresh run ({name!r}) is not in --work {work}: run --stage fresh there")
+    return name, path
 
 
 def slug(name: str) -> str:
@@ -174,14 +196,14 @@ def main() -> None:
         for i, (name, flags) in enumerate(FRESH.items(), start=1):
             if only and i not in only:
                 continue
-            out = work / "runs" / f"fresh_{slug(name)}"
+            out = fresh_dir(work, name)
             r = run_one(base_cmd("train", data, val, out, 30, ["--model", "c3d", *flags]), out, data)
             res.setdefault("fresh", {})[name] = {"run": str(out), "epochs": 30, **r}
             save(res)
             print(name, {k: r.get(k) for k in ("val_clip_acc", "test_clip_acc", "seconds", "failed")}, flush=True)
     elif args.stage == "distill":
-        teacher = best_teacher(res)
-        res["distill_teacher"] = str(teacher)
+        tname, teacher = best_teacher(res, work)
+        res["distill_teacher"], res["distill_teacher_candidate"] = str(teacher), tname
         for student in STUDENTS:
             for i, (name, flags) in enumerate(DISTILL.items(), start=1):
                 if only and i not in only:

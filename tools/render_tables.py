@@ -259,6 +259,28 @@ def export(results: Path) -> str:
     return _table(head, rows) + f"\nBatch 1, full width, medians of {d['reps']} repetitions.\n"
 
 
+def recipes(results: Path) -> str:
+    """Every candidate of benches/bench_recipes.py, then the acceptance runs with no optimisation flag."""
+    d = _load(results, "recipes.json")
+
+    def f(v) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    def loss(r: dict) -> str:
+        return r["loss"] + ("" if "--loss" in r["command"].split() or r["loss"] == "ce" else " (default)")
+
+    def row(stage: str, name: str, r: dict) -> list:
+        return [stage, name, loss(r), f(r.get("val_clip_acc")), f(r.get("test_clip_acc")),
+                f(r.get("test_video_acc")), f"{r['seconds']:.0f}" if r.get("seconds") is not None else "–"]
+
+    rows = [row("train c3d (30 epochs)", n, r) for n, r in d.get("fresh", {}).items()]
+    for student, cands in d.get("distill", {}).items():
+        rows += [row(f"distill {student} (10 epochs)", n, r) for n, r in cands.items()]
+    names = {"train_c3d": "train c3d", "distill_mc4": "distill mc4", "distill_sp": "distill sp"}
+    rows += [row("no flags (the recipes)", names.get(n, n), r) for n, r in d.get("defaults", {}).items()]
+    return _table(["stage", "candidate", "loss", "val clip", "test clip", "test video", "s"], rows, "lllrrrr")
+
+
 def headline(results: Path) -> str:
     """The README's table: one line per part, each figure from its JSON."""
     m = {r["model"]: r for r in _load(results, "models_cpu.json")["batches"]["8"]["models"]}
@@ -291,7 +313,7 @@ def headline(results: Path) -> str:
 
 RENDERERS = {f.__name__: f for f in (models_cpu, loader, loader_ucf, train, train_cache, train_full_cpu, train_cuda,
                                      transfer_random, transfer_trained, memory, fuzz, fused_pool, latency_b1,
-                                     gpu_inference, gpu_read, extract, export, headline)}
+                                     gpu_inference, gpu_read, extract, export, recipes, headline)}
 
 
 def render(text: str, results: Path = RESULTS) -> tuple[str, list[str]]:

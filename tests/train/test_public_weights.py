@@ -110,9 +110,10 @@ def test_distill_from_a_public_feature_teacher(synth, public, tmp_path, capsys):
             *SHAPE, *FAST, "--optimizer", "adamw", "--lr", "1e-4", "--clip-grad", "1"]
     err = error(capsys, [*argv, "--loss", "kd"])
     assert "--loss kd: kd needs the teacher's logits for these 3 classes" in err
-    assert main([*argv, "--loss", "feature"]) == 0
+    assert main(argv) == 0  # no --loss: the default for a teacher without a classifier is feature
     assert "a feature teacher" in capsys.readouterr().err
     conf = json.loads((out / "config.json").read_text())
+    assert conf["loss"] == "feature"
     assert conf["preprocess"]["name"] == "c3d-pickle" and conf["resize"] == [16, 29]
     assert json.loads((out / "eval.json").read_text())["final_feature_err"] is not None
     # another preset for a public teacher when asked; a run teacher's clips are not changed

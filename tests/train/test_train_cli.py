@@ -178,6 +178,7 @@ def test_sigkill_mid_run_leaves_a_checkpoint_that_resumes_to_the_same_weights(te
     "student,init,loss,extra",
     [
         ("mc4", "transfer", "feature", ["--hints"]),
+        ("sp", "transfer", None, []),  # the default loss: the teacher has a classifier, so feature+kd
         (
             "sp_bn",
             "random",
@@ -198,8 +199,7 @@ def test_distill(teacher, synth, tmp_path, student, init, loss, extra):
                 student,
                 "--init",
                 init,
-                "--loss",
-                loss,
+                *(["--loss", loss] if loss else []),
                 "--data",
                 synth,
                 "--out",
@@ -217,7 +217,9 @@ def test_distill(teacher, synth, tmp_path, student, init, loss, extra):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["width"] == 0.0625 and cfg["size"] == 16  # taken from the teacher
     train_rows = [r for r in rows(out) if r["split"] == "train"]
-    if loss == "feature":
+    if loss is None:
+        assert cfg["loss"] == "feature+kd" and {"feature", "kl", "ce"} <= set(train_rows[0])
+    elif loss == "feature":
         assert (out / "transfer.json").exists()
         assert {"feature", "hint", "ce"} <= set(train_rows[0])
         # the frozen head is the teacher's
@@ -268,7 +270,7 @@ def test_distill_starts_from_the_file_transfer_writes(teacher, synth, tmp_path, 
     assert same_weights(student.state_dict(), file["model"]) and report == file["transfer"]
     assert main([*base, "--student", "mc4", "--init", str(init), "--out", str(out), "--overwrite"]) == 0
     assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
-    assert "| mc4 | mc4_init.pt | feature |" in (tmp_path / "rep" / "table.md").read_text()
+    assert "| mc4 | mc4_init.pt | feature+kd |" in (tmp_path / "rep" / "table.md").read_text()
     init.rename(tmp_path / "moved.pt")  # the finished run no longer needs the file
     assert main(["eval", str(out), "--data", synth, "--clips", "1", "--no-progress"]) == 0
     (tmp_path / "moved.pt").rename(init)

@@ -57,7 +57,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "or FILE, a student written by `c3d-distill transfer --out FILE` (its student, width, frames, size "
         "and classes must be this run's)",
     )
-    p.add_argument("--loss", choices=[x for x in LOSSES if x != "ce"], default="feature")
+    p.add_argument(
+        "--loss",
+        choices=[x for x in LOSSES if x != "ce"],
+        default=None,
+        help="default: feature+kd when the teacher has a classifier for the data's classes (a run, or a "
+        "public file with a head for them), feature for a feature teacher (a public file without one)",
+    )
     p.add_argument("--hints", action="store_true", help="add fold-hint MSE losses at every matching stage")
     p.add_argument("--hint-weight", type=float, default=1.0)
     p.add_argument("--temperature", type=float, default=4.0)
@@ -311,7 +317,8 @@ def config_from_args(args: argparse.Namespace, mode: str) -> RunConfig:
     if mode == "distill":
         cfg.teacher = args.teacher
         cfg.init = args.init
-        cfg.loss = args.loss
+        cfg.loss = args.loss or "feature+kd"  # a feature teacher makes the default feature (run.py)
+        cfg.extra["loss_given"] = args.loss is not None
         cfg.hints = args.hints
         cfg.hint_weight = args.hint_weight
         cfg.temperature = args.temperature

@@ -295,6 +295,8 @@ def _distill_networks(cfg: RunConfig, data: _Data, resumed: RunConfig | None):
         "sha256": state_fingerprint(model_state(tckpt) if tckpt is not None else teacher.state_dict()),
     }
     if tsrc.kind == "public" and tmeta["num_classes"] is None:
+        if cfg.loss != "feature" and not cfg.extra.get("loss_given", True):
+            cfg.loss = "feature"  # the default for a teacher without a classifier for these classes
         if cfg.loss != "feature":
             raise ValueError(
                 f"--loss {cfg.loss}: kd needs the teacher's logits for these {data.num_classes} classes, and "
