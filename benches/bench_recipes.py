@@ -59,24 +59,23 @@ FRESH = {  # 30 epochs each
         "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4", "--warmup-epochs", "1",
         "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
 }
+
+
+def student_flags(loss: str, optimizer: str, lr: str) -> list[str]:
+    """A distill candidate: half a warm-up epoch, no dropout, the norm clipped to 5, cosine."""
+    wd = "1e-4" if optimizer == "adamw" else "5e-4"
+    return ["--loss", loss, "--optimizer", optimizer, "--lr", lr, "--weight-decay", wd, "--warmup-epochs", "0.5",
+            "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"]
+
+
 DISTILL = {  # 10 epochs each, transferred student; the loss is part of each candidate
     "old defaults (sgd 0.01, dropout 0.5)": ["--loss", "feature", *OLD],
-    "sgd 3e-3, warm-up 0.5, no dropout, clip 5": [
-        "--loss", "feature", "--optimizer", "sgd", "--lr", "3e-3", "--weight-decay", "5e-4",
-        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
-    "adamw 3e-4, warm-up 0.5, no dropout, clip 5": [
-        "--loss", "feature", "--optimizer", "adamw", "--lr", "3e-4", "--weight-decay", "1e-4",
-        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
-    "sgd 0.01, warm-up 0.5, no dropout, clip 5": [
-        "--loss", "feature", "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4",
-        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+    "sgd 3e-3, warm-up 0.5, no dropout, clip 5": student_flags("feature", "sgd", "3e-3"),
+    "adamw 3e-4, warm-up 0.5, no dropout, clip 5": student_flags("feature", "adamw", "3e-4"),
+    "sgd 0.01, warm-up 0.5, no dropout, clip 5": student_flags("feature", "sgd", "0.01"),
     # feature+kd: the head also learns from the teacher's logits (the teacher has a head for the classes)
-    "feature+kd, sgd 0.01, warm-up 0.5, no dropout, clip 5": [
-        "--loss", "feature+kd", "--optimizer", "sgd", "--lr", "0.01", "--weight-decay", "5e-4",
-        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
-    "feature+kd, adamw 1e-3, warm-up 0.5, no dropout, clip 5": [
-        "--loss", "feature+kd", "--optimizer", "adamw", "--lr", "1e-3", "--weight-decay", "1e-4",
-        "--warmup-epochs", "0.5", "--dropout", "0", "--clip-grad", "5", "--schedule", "cosine"],
+    "feature+kd, sgd 0.01, warm-up 0.5, no dropout, clip 5": student_flags("feature+kd", "sgd", "0.01"),
+    "feature+kd, adamw 1e-3, warm-up 0.5, no dropout, clip 5": student_flags("feature+kd", "adamw", "1e-3"),
 }
 STUDENTS = ("mc4", "sp")
 
