@@ -102,9 +102,12 @@ def make_sets(work: Path) -> tuple[str, str]:
 
 
 def run_one(cmd: list[str], run_dir: Path, data: str) -> dict:
-    """Train/distil (validation = the run's test data), then evaluate on set A's test split."""
-    test_json = run_dir / "test.json"
-    if not ((run_dir / "eval.json").exists() and test_json.exists()):
+    """Train/distil (validation = the run's test data), then evaluate on set A's test split. A finished
+    run in ``run_dir`` is reused only when it was made by the same command (the teacher's path is part
+    of a distill command: a run distilled from another teacher is run again, not reported as this one)."""
+    test_json, bench_json = run_dir / "test.json", run_dir / "bench.json"
+    done = (run_dir / "eval.json").exists() and test_json.exists() and bench_json.exists()
+    if not (done and json.loads(bench_json.read_text()).get("command") == shlex.join(cmd)):
         t0 = time.perf_counter()
         p = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True)
         secs = time.perf_counter() - t0
@@ -114,10 +117,10 @@ def run_one(cmd: list[str], run_dir: Path, data: str) -> dict:
                     "seconds": round(secs, 1), "warnings": [x for x in log if "warning" in x.lower()]}
         subprocess.run(CLI + ["eval", str(run_dir), "--data", data, "--clips", "3", "--threads", "1",
                               "--no-progress", "--json", str(test_json)], check=True, capture_output=True)
-        (run_dir / "bench.json").write_text(json.dumps({"seconds": secs, "log": log[-30:]}) + "\n")
+        bench_json.write_text(json.dumps({"command": shlex.join(cmd), "seconds": secs, "log": log[-30:]}) + "\n")
     ev = json.loads((run_dir / "eval.json").read_text())
     te = json.loads(test_json.read_text())
-    bench = json.loads((run_dir / "bench.json").read_text())
+    bench = json.loads(bench_json.read_text())
     rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
     train_rows = [r for r in rows if r["split"] == "train"]
     conf = json.loads((run_dir / "config.json").read_text())
